@@ -1,0 +1,161 @@
+"""The journal tables, as SQLAlchemy Core tables on the library's own ``MetaData``.
+
+Times are stored as UNIX epoch seconds (float): cheap to compare on every engine, and the library does
+all time arithmetic itself. The Alembic revisions in ``durable_tasks.migrations`` create exactly these
+tables; ``tests/unit/test_migrations.py`` fails when the two drift apart.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Column,
+    Float,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+# Run statuses.
+PENDING = "pending"
+RUNNING = "running"
+SLEEPING = "sleeping"
+WAITING = "waiting"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+CANCELLED = "cancelled"
+ACTIVE_STATUSES = (PENDING, RUNNING, SLEEPING, WAITING)
+FINISHED_STATUSES = (SUCCEEDED, FAILED, CANCELLED)
+
+# Step statuses.
+STEP_DISPATCHED = "dispatched"  # a message is in the outbox or on the broker
+STEP_RUNNING = "running"  # a worker claimed it
+STEP_RETRYING = "retrying"  # an attempt failed; a timer holds the next one
+STEP_SUCCEEDED = "succeeded"
+STEP_FAILED = "failed"
+STEP_DONE_STATUSES = (STEP_SUCCEEDED, STEP_FAILED)
+
+runs = Table(
+    "durable_runs",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("workflow", String(255), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("input", Text, nullable=False),
+    Column("result", Text),
+    Column("error", Text),
+    Column("idempotency_key", String(255), unique=True),
+    Column("fingerprint", String(64), nullable=False),
+    Column("lease_owner", String(128)),
+    Column("lease_until", Float),
+    Column("wake_seq", Integer, nullable=False, server_default="0"),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("finished_at", Float),
+    Index(None, "status", "updated_at"),
+)
+
+steps = Table(
+    "durable_steps",
+    metadata,
+    Column("run_id", String(36), primary_key=True),
+    Column("position", Integer, primary_key=True, autoincrement=False),
+    Column("step_key", String(255), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempt", Integer, nullable=False, server_default="1"),
+    Column("request", Text),
+    Column("result", Text),
+    Column("error", Text),
+    Column("celery_task_id", String(64)),
+    Column("worker", String(128)),
+    Column("created_at", Float, nullable=False),
+    Column("started_at", Float),
+    Column("finished_at", Float),
+    ForeignKeyConstraint(["run_id"], ["durable_runs.id"], ondelete="CASCADE"),
+    Index(None, "status", "worker"),
+)
+
+attempts = Table(
+    "durable_attempts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(36), nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("error_type", String(255)),
+    Column("error_message", Text),
+    Column("traceback", Text),
+    Column("worker", String(128)),
+    Column("started_at", Float),
+    Column("duration", Float),
+    ForeignKeyConstraint(["run_id"], ["durable_runs.id"], ondelete="CASCADE"),
+    Index(None, "run_id", "position"),
+)
+
+outbox = Table(
+    "durable_outbox",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(36), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("publish_after", Float, nullable=False),
+    Column("publish_count", Integer, nullable=False, server_default="0"),
+    Index(None, "publish_after"),
+    Index(None, "run_id"),
+)
+
+timers = Table(
+    "durable_timers",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(36), nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("purpose", String(16), nullable=False),
+    Column("due_at", Float, nullable=False),
+    Column("fired_at", Float),
+    ForeignKeyConstraint(["run_id"], ["durable_runs.id"], ondelete="CASCADE"),
+    Index(None, "fired_at", "due_at"),
+    Index(None, "run_id"),
+)
+
+signals = Table(
+    "durable_signals",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(36), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("consumed_at", Float),
+    ForeignKeyConstraint(["run_id"], ["durable_runs.id"], ondelete="CASCADE"),
+    Index(None, "run_id", "name"),
+)
+
+workers = Table(
+    "durable_workers",
+    metadata,
+    Column("id", String(128), primary_key=True),
+    Column("hostname", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("heartbeat_at", Float, nullable=False),
+    Index(None, "heartbeat_at"),
+)

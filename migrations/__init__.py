@@ -1,0 +1,1 @@
+"""Alembic migrations of the durable-tasks journal (applied by ``durable db upgrade``)."""
