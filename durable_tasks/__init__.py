@@ -1,1 +1,83 @@
-"""durable-tasks."""
+"""durable-tasks: durable workflows and chains for existing Celery tasks, journaled in SQL.
+
+::
+
+    from celery import Celery
+    from durable_tasks import Durable, RetryPolicy
+
+    app = Celery("shop", broker="redis://127.0.0.1:6379/0")
+    durable = Durable(app)  # journal in durable.sqlite3, or store="postgresql+psycopg://..."
+
+    @durable.step(retry=RetryPolicy(max_attempts=5))
+    @app.task
+    def charge_card(order_id: int) -> dict: ...
+
+    durable.chain(charge_card.s(42), send_receipt.s()).start()
+"""
+
+from .app import Durable
+from .chain import ChainSleep, DurableChain
+from .config import Settings
+from .current import StepInfo, current_step
+from .definitions import Workflow
+from .errors import (
+    ConfigurationError,
+    DurableError,
+    InvalidStateError,
+    NonDeterminismError,
+    PayloadError,
+    PayloadTooLargeError,
+    ResultTimeoutError,
+    RunCancelledError,
+    RunNotFoundError,
+    SchemaError,
+    SerializationError,
+    StepFailedError,
+    StoreError,
+    StoreUnavailableError,
+    UnknownTaskError,
+    UnknownWorkflowError,
+    WorkerLostError,
+    WorkflowFailedError,
+)
+from .handle import AttemptRecord, RunHandle, RunRecord, StepRecord
+from .retry import RetryPolicy
+from .workflow import StepFuture, WorkflowContext
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AttemptRecord",
+    "ChainSleep",
+    "ConfigurationError",
+    "Durable",
+    "DurableChain",
+    "DurableError",
+    "InvalidStateError",
+    "NonDeterminismError",
+    "PayloadError",
+    "PayloadTooLargeError",
+    "ResultTimeoutError",
+    "RetryPolicy",
+    "RunCancelledError",
+    "RunHandle",
+    "RunNotFoundError",
+    "RunRecord",
+    "SchemaError",
+    "SerializationError",
+    "Settings",
+    "StepFailedError",
+    "StepFuture",
+    "StepInfo",
+    "StepRecord",
+    "StoreError",
+    "StoreUnavailableError",
+    "UnknownTaskError",
+    "UnknownWorkflowError",
+    "WorkerLostError",
+    "Workflow",
+    "WorkflowContext",
+    "WorkflowFailedError",
+    "__version__",
+    "current_step",
+]

@@ -19,6 +19,7 @@ what to do about it::
     ├── StepFailedError             a step failed for good (raised inside the workflow)
     ├── WorkflowFailedError         ``handle.result()`` of a run that failed
     ├── RunCancelledError           ``handle.result()`` of a cancelled run
+    ├── WorkerLostError             a step's worker died (journaled as a ``lost`` attempt)
     └── ResultTimeoutError          ``handle.result(timeout=...)`` ran out of time
 
 Control flow that is not an error (a run suspending until a step finishes) uses :class:`Suspend`, which
@@ -104,6 +105,10 @@ class WorkflowFailedError(DurableError):
 
 class RunCancelledError(DurableError):
     """The run was cancelled; raised by ``RunHandle.result()``."""
+
+
+class WorkerLostError(DurableError):
+    """The worker running a step died (its heartbeat stopped); recorded as a ``lost`` attempt."""
 
 
 class ResultTimeoutError(DurableError, TimeoutError):

@@ -19,6 +19,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, Operati
 from ..errors import ConfigurationError, StoreUnavailableError
 
 DEFAULT_SQLITE_PATH = "durable.sqlite3"
+READ_ONLY_OPTION = "durable_read_only"
 
 
 def default_store_url() -> str:
@@ -48,7 +49,9 @@ def _install_sqlite_behaviour(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Writers take the write lock up front; readers (Store.read) must not block them.
+        read_only = conn.get_execution_options().get(READ_ONLY_OPTION, False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def make_engine(url: str, *, schema: str | None = None, echo: bool = False) -> Engine:

@@ -44,8 +44,10 @@ FINISHED_STATUSES = (SUCCEEDED, FAILED, CANCELLED)
 STEP_DISPATCHED = "dispatched"  # a message is in the outbox or on the broker
 STEP_RUNNING = "running"  # a worker claimed it
 STEP_RETRYING = "retrying"  # an attempt failed; a timer holds the next one
+STEP_SLEEPING = "sleeping"  # a sleep step whose timer has not fired
 STEP_SUCCEEDED = "succeeded"
 STEP_FAILED = "failed"
+STEP_CANCELLED = "cancelled"
 STEP_DONE_STATUSES = (STEP_SUCCEEDED, STEP_FAILED)
 
 runs = Table(

@@ -1,0 +1,211 @@
+"""The :class:`Durable` facade: the one object a project creates next to its Celery app."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar, overload
+from uuid import uuid4
+
+from celery import Celery
+from sqlalchemy.exc import IntegrityError
+
+from .celery_bridge import CeleryPublisher, install_bootstep, register_coordinator_task
+from .chain import CHAIN_WORKFLOW, ChainSleep, DurableChain, run_chain
+from .config import Settings, resolve_settings
+from .coordinator import STEP_RETRY_ATTR
+from .durations import parse_duration
+from .definitions import Registry, Workflow, qualified_name
+from .errors import ConfigurationError
+from .handle import RunHandle, RunRecord, StepRecord, load_steps
+from .heartbeat import ProcessIdentity
+from .operations import Operations
+from .outbox import UnitOfWork
+from .retry import RetryPolicy
+from .serialization import dumps
+from .store import queries
+from .store.database import Store
+from .store.schema import CANCELLED, PENDING
+from .task_step import make_step
+from .timers import DatabaseTimers, TimerBackend
+from .transitions import send_advance
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Durable:
+    """Durable workflows and chains for the tasks of one Celery app.
+
+    ::
+
+        app = Celery("shop", broker="redis://127.0.0.1:6379/0")
+        durable = Durable(app, store="postgresql+psycopg://postgres@127.0.0.1/test")
+
+    ``store`` defaults to ``app.conf.durable_store``, then ``$DURABLE_STORE``, then a SQLite file
+    ``durable.sqlite3``. Every other option of :class:`~durable_tasks.config.Settings` can be passed as a
+    keyword or set as ``app.conf.durable_<name>``.
+    """
+
+    def __init__(self, app: Celery, store: str | None = None, **options: Any) -> None:
+        if getattr(app, "_durable", None) is not None:
+            raise ConfigurationError(f"Celery app {app.main!r} already has a Durable instance; create one per app.")
+        self.app = app
+        self.settings: Settings = resolve_settings(app.conf, {"store": store, **options})
+        self.store = Store(self.settings.store, schema=self.settings.schema,
+                           auto_migrate=self.settings.migrate_automatically)
+        self.registry = Registry()
+        self.publisher = CeleryPublisher(app, self.settings.queue)
+        self.identity = ProcessIdentity(self.store, interval=self.settings.heartbeat_interval,
+                                        lease=self.settings.worker_timeout)
+        self.timers: TimerBackend = DatabaseTimers(self)
+        self.operations = Operations(self.store, self.unit_of_work)
+        self.registry.add(Workflow(self, run_chain, CHAIN_WORKFLOW, None))
+        self.advance_task = register_coordinator_task(self)
+        install_bootstep(self)
+        app._durable = self  # type: ignore[attr-defined]
+
+    def unit_of_work(self) -> UnitOfWork:
+        return UnitOfWork(self.store, self.publisher, redelivery_after=self.settings.redelivery_after)
+
+    # --- declaring ---------------------------------------------------------------------------------------
+
+    @overload
+    def step(self, task: F, /) -> F: ...
+    @overload
+    def step(self, *, retry: RetryPolicy | None = None) -> Callable[[F], F]: ...
+
+    def step(self, task: Any = None, /, *, retry: RetryPolicy | None = None) -> Any:
+        """Make an existing Celery task (or a plain function for ``ctx.step``) a durable step.
+
+        Put it above ``@app.task``; the task keeps working with ``.delay()`` outside durable runs::
+
+            @durable.step(retry=RetryPolicy(max_attempts=5, backoff="exponential"))
+            @app.task
+            def charge_card(order_id: int) -> dict: ...
+        """
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise ConfigurationError(f"retry= takes a RetryPolicy, not {type(retry).__name__}.")
+
+        def decorate(target: Any) -> Any:
+            if hasattr(target, "apply_async"):
+                return make_step(self, target, retry)
+            if callable(target):
+                setattr(target, STEP_RETRY_ATTR, retry)
+                return target
+            raise ConfigurationError(f"@durable.step decorates a Celery task or a function, not {target!r}.")
+
+        return decorate if task is None else decorate(task)
+
+    @overload
+    def workflow(self, fn: Callable[..., Any], /) -> Workflow[Any, Any]: ...
+    @overload
+    def workflow(self, *, name: str | None = None, retry: RetryPolicy | None = None
+                 ) -> Callable[[Callable[..., Any]], Workflow[Any, Any]]: ...
+
+    def workflow(self, fn: Any = None, /, *, name: str | None = None, retry: RetryPolicy | None = None) -> Any:
+        """Declare a durable workflow: a function ``fn(ctx, *args, **kwargs)`` replayed from its journal.
+
+        ``retry`` is the default policy of its steps. The name (default ``module.qualname``) is how
+        workers find the code, so keep it stable::
+
+            @durable.workflow
+            def checkout(ctx, order_id: int):
+                payment = ctx.run(charge_card, order_id)
+                return {"payment": payment}
+        """
+
+        def decorate(function: Callable[..., Any]) -> Workflow[Any, Any]:
+            workflow: Workflow[Any, Any] = Workflow(self, function, name or qualified_name(function), retry)
+            self.registry.add(workflow)
+            return workflow
+
+        return decorate if fn is None else decorate(fn)
+
+    def chain(self, *signatures: Any) -> DurableChain:
+        """A durable drop-in for ``celery.chain``: ``durable.chain(a.s(1), b.s(), c.si()).start()``."""
+        return DurableChain(self, signatures)
+
+    @staticmethod
+    def sleep(duration: float | str) -> ChainSleep:
+        """A durable pause inside :meth:`chain`: ``durable.chain(a.s(), durable.sleep("1 hour"), b.s())``."""
+        return ChainSleep(duration)
+
+    # --- running -----------------------------------------------------------------------------------------
+
+    def start(self, workflow: str | Workflow[Any, Any], *args: Any, idempotency_key: str | None = None,
+              **kwargs: Any) -> RunHandle:
+        """Start a run of a registered workflow (by object or name) and return its handle at once.
+
+        The run and its first message commit together; if the broker is down the message waits in the
+        outbox and the workers' relay sends it later. The same ``idempotency_key`` returns the same run.
+        """
+        definition = self.registry.get(workflow if isinstance(workflow, str) else workflow.name)
+        call = dumps({"args": list(args), "kwargs": kwargs}, what=f"input of workflow {definition.name!r}",
+                     max_bytes=self.settings.max_payload_bytes)
+        run_id = str(uuid4())
+        now = time.time()
+        try:
+            with self.unit_of_work() as uow:
+                if idempotency_key is not None:
+                    existing = queries.run_id_for_key(uow.conn, idempotency_key)
+                    if existing is not None:
+                        return RunHandle(self.store, existing)
+                queries.insert_run(uow.conn, id=run_id, workflow=definition.name, status=PENDING, input=call,
+                                   idempotency_key=idempotency_key, fingerprint=definition.fingerprint,
+                                   created_at=now, updated_at=now)
+                send_advance(uow, run_id)
+        except IntegrityError:
+            # Another caller started the same idempotency key between our check and insert.
+            with self.store.read() as conn:
+                existing = queries.run_id_for_key(conn, idempotency_key) if idempotency_key else None
+            if existing is None:
+                raise
+            return RunHandle(self.store, existing)
+        return RunHandle(self.store, run_id)
+
+    def run(self, run_id: str) -> RunHandle:
+        """The handle of an existing run."""
+        return RunHandle(self.store, run_id)
+
+    def runs(self, *, status: str | None = None, workflow: str | None = None, limit: int = 50) -> list[RunRecord]:
+        """The latest runs, newest first, optionally filtered."""
+        with self.store.read() as conn:
+            rows = queries.list_runs(conn, status=status, workflow=workflow, limit=limit)
+        return [RunRecord.from_row(row) for row in rows]
+
+    def steps(self, run_id: str) -> list[StepRecord]:
+        """The journal of a run."""
+        return load_steps(self.store, run_id)
+
+    def is_cancelled(self, run_id: str) -> bool:
+        with self.store.read() as conn:
+            row = queries.get_run(conn, run_id)
+        return row is not None and row.status == CANCELLED
+
+    # --- operating ---------------------------------------------------------------------------------------
+
+    def resume(self, run_id: str) -> RunHandle:
+        """Continue a failed run at its failed step (after a fix); finished steps never run again."""
+        self.operations.resume(run_id)
+        return self.run(run_id)
+
+    def retry_step(self, run_id: str, step_key: str) -> RunHandle:
+        """Run a failed step, or a step waiting out its retry backoff, again now."""
+        self.operations.retry_step(run_id, step_key)
+        return self.run(run_id)
+
+    def cancel(self, run_id: str, reason: str = "cancelled by operator") -> None:
+        """Cancel a run; running steps can notice with ``current_step().is_cancelled()``."""
+        self.operations.cancel(run_id, reason)
+
+    def fork(self, run_id: str, from_step: str) -> RunHandle:
+        """A new run that reuses the journal before ``from_step`` and runs the rest on the current code."""
+        return self.run(self.operations.fork(run_id, from_step))
+
+    def prune(self, older_than: float | str, status: str | None = None) -> int:
+        """Delete finished runs older than ``older_than`` (``"30d"``), with their journals."""
+        return self.operations.prune(parse_duration(older_than), status)
+
+    def upgrade_database(self) -> None:
+        """Create or upgrade the journal tables (what ``durable db upgrade`` does)."""
+        self.store.upgrade()

@@ -1,0 +1,89 @@
+"""Settings of a :class:`~durable_tasks.Durable` instance, from arguments or the Celery app's ``conf``.
+
+Every setting ``x`` can also be given as ``app.conf.durable_x`` (for example ``durable_store``), so a
+project configures durable-tasks where it already configures Celery. Arguments win over ``app.conf``,
+which wins over the environment variable ``DURABLE_STORE`` and the defaults below.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from .durations import parse_duration
+from .errors import ConfigurationError
+from .serialization import DEFAULT_MAX_PAYLOAD_BYTES
+from .store.engine import default_store_url
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All knobs, with defaults that work for a user who configures nothing.
+
+    Durations accept seconds or text such as ``"30s"``.
+    """
+
+    store: str = ""
+    """SQLAlchemy URL of the journal; default ``$DURABLE_STORE`` or ``sqlite:///durable.sqlite3``."""
+    schema: str | None = None
+    """PostgreSQL schema for the tables (default: the connection's search path)."""
+    auto_migrate: bool | None = None
+    """Create/upgrade the tables on first use; default True on SQLite, False on PostgreSQL."""
+    queue: str | None = None
+    """Celery queue of the coordinator's ``durable_tasks.advance`` task (default: Celery's default queue)."""
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    """Largest JSON value (argument, result) that may be journaled."""
+    heartbeat_interval: float = 2.0
+    """How often each worker process that takes steps writes its heartbeat row."""
+    worker_timeout: float = 30.0
+    """A worker whose heartbeat is older than this is dead: its steps are dispatched again."""
+    redelivery_after: float = 60.0
+    """An outbox message not consumed within this time (lost by the broker) is published again."""
+    timer_interval: float = 0.25
+    """How often the worker's timer service looks for due timers."""
+    sweep_interval: float = 5.0
+    """How often the sweeper looks for dead workers and stalled runs."""
+    max_lost_attempts: int = 5
+    """Attempts of one step lost with their worker before the run is parked as failed (crash loops)."""
+    worker_services: bool = True
+    """Run the relay, timers, heartbeats and sweeper inside every Celery worker (a bootstep)."""
+
+    def __post_init__(self) -> None:
+        for name in ("heartbeat_interval", "worker_timeout", "redelivery_after", "timer_interval",
+                     "sweep_interval"):
+            object.__setattr__(self, name, parse_duration(getattr(self, name)))
+        if self.worker_timeout <= self.heartbeat_interval:
+            raise ConfigurationError(
+                f"worker_timeout ({self.worker_timeout}s) must be longer than heartbeat_interval "
+                f"({self.heartbeat_interval}s), or live workers would be declared dead."
+            )
+        if self.max_payload_bytes < 1:
+            raise ConfigurationError("max_payload_bytes must be a positive number of bytes.")
+
+    @property
+    def migrate_automatically(self) -> bool:
+        if self.auto_migrate is not None:
+            return self.auto_migrate
+        return self.store.startswith("sqlite")
+
+
+def resolve_settings(conf: Any, overrides: dict[str, Any]) -> Settings:
+    """Merge explicit arguments over ``conf.durable_*`` over defaults."""
+    known = {field.name for field in fields(Settings)}
+    unknown = set(overrides) - known
+    if unknown:
+        raise ConfigurationError(
+            f"Unknown Durable option(s): {', '.join(sorted(unknown))}. Known: {', '.join(sorted(known))}."
+        )
+    values: dict[str, Any] = {}
+    for name in known:
+        if overrides.get(name) is not None:
+            values[name] = overrides[name]
+        else:
+            from_conf = conf.get(f"durable_{name}") if conf is not None else None
+            if from_conf is not None:
+                values[name] = from_conf
+    settings = Settings(**values)
+    if not settings.store:
+        settings = replace(settings, store=default_store_url())
+    return settings

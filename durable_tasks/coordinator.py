@@ -1,0 +1,261 @@
+"""The coordinator: replays a run's workflow under the run's lease and journals what it does next.
+
+One advance is one transaction in the common case: take the lease (a row lock on PostgreSQL, the write
+lock on SQLite), load the journal, call the workflow, write the steps it starts together with their
+outbox messages, release the lease with the run's new status. Only an inline step splits the advance:
+its transaction commits before the user's function runs, so no lock is held during user code, while the
+lease (renewed by the process's heartbeat) keeps other coordinators out (I4). A coordinator that finds the
+lease taken bumps ``wake_seq`` instead, and the holder replays once more before it lets go, so no
+wake-up is lost.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .current import StepInfo, running_step
+from .definitions import Workflow
+from .errors import (
+    ConfigurationError,
+    NonDeterminismError,
+    PayloadError,
+    StepFailedError,
+    Suspend,
+    UnknownTaskError,
+)
+from .outbox import UnitOfWork
+from .retry import NO_RETRY, RetryPolicy
+from .serialization import dumps, loads
+from .store import queries
+from .store.schema import (
+    FAILED,
+    RUNNING,
+    SLEEPING,
+    STEP_DISPATCHED,
+    STEP_FAILED,
+    STEP_RUNNING,
+    STEP_SLEEPING,
+    STEP_SUCCEEDED,
+    SUCCEEDED,
+)
+from .transitions import (
+    StepRow,
+    error_record,
+    fail_or_retry,
+    policy_decision,
+    record_attempt,
+    send_advance,
+    send_dispatch,
+)
+from .workflow import INLINE, MARKER, SLEEP, TASK, WorkflowContext
+
+if TYPE_CHECKING:
+    from .app import Durable
+
+logger = logging.getLogger("durable_tasks.coordinator")
+
+STEP_RETRY_ATTR = "__durable_retry__"
+
+
+def advance(durable: Durable, run_id: str, *, uow: UnitOfWork | None = None, consume: int | None = None) -> None:
+    """Replay run ``run_id`` and journal its next steps; a no-op when another coordinator holds it.
+
+    ``uow`` continues the caller's transaction (a step wrapper journals a result and advances in one
+    commit); ``consume`` is the id of the outbox message that asked for this advance.
+    """
+    if uow is not None:
+        _advance(durable, uow, run_id, consume)
+        return
+    with durable.unit_of_work() as own:
+        _advance(durable, own, run_id, consume)
+
+
+def _advance(durable: Durable, uow: UnitOfWork, run_id: str, consume: int | None) -> None:
+    owner = durable.identity.worker_id
+    now = time.time()
+    run = queries.acquire_run(uow.conn, run_id, owner, now, now + durable.settings.worker_timeout)
+    if run is None or run.lease_owner != owner:
+        # Finished, or another coordinator is replaying it and will replay again (wake_seq was bumped).
+        if consume is not None:
+            queries.consume_outbox(uow.conn, consume)
+        return
+    workflow = durable.registry.workflows.get(run.workflow)
+    if workflow is None:
+        queries.drop_lease(uow.conn, run_id, owner)
+        if consume is None:
+            send_advance(uow, run_id)  # keep a message for a worker that has the code; the relay resends it
+        logger.error(
+            "Run %s needs workflow %r, which is not registered in worker %s. Import the module that defines "
+            "it in every worker (Celery's include/imports). The run stays %s; nothing was lost, and the "
+            "advance will be retried.", run_id, run.workflow, owner, run.status,
+        )
+        return
+    if consume is not None:
+        queries.consume_outbox(uow.conn, consume)
+    durable.identity.hold(run_id)
+    try:
+        wake_seq = run.wake_seq
+        while True:
+            values = Replay(durable, uow, run, workflow).execute()
+            if queries.release_run(uow.conn, run_id, owner, wake_seq, updated_at=time.time(), **values):
+                return
+            current = queries.get_run(uow.conn, run_id)
+            if current is None or current.lease_owner != owner:
+                logger.warning("Run %s: lease lost during its advance; another coordinator took over.", run_id)
+                return
+            wake_seq = current.wake_seq  # woken while we replayed: replay once more
+    finally:
+        durable.identity.release(run_id)
+
+
+class Replay:
+    """One call of the workflow function against the journal; the :class:`JournalWriter` for its ``ctx``."""
+
+    def __init__(self, durable: Durable, uow: UnitOfWork, run: Any, workflow: Workflow[Any, Any]) -> None:
+        self.durable = durable
+        self.uow = uow
+        self.run = run
+        self.workflow = workflow
+
+    def execute(self) -> dict[str, Any]:
+        """Call the workflow; return the run columns to write (status, result or error)."""
+        run = self.run
+        journal = queries.load_journal(self.uow.conn, run.id)
+        ctx = WorkflowContext(run.id, run.workflow, journal, self)
+        call = loads(run.input)
+        try:
+            value = self.workflow.fn(ctx, *call.get("args", ()), **call.get("kwargs", {}))
+        except Suspend as suspended:
+            kind = suspended.args[0] if suspended.args else None
+            return {"status": SLEEPING if kind == SLEEP else RUNNING}
+        except StepFailedError as exc:
+            error = {"type": exc.error_type, "message": exc.error_message, "step": exc.step_key,
+                     "summary": str(exc)}
+            return self._failed(error)
+        except NonDeterminismError as exc:
+            return self._failed(error_record(exc, with_traceback=False))
+        except Exception as exc:
+            return self._failed(error_record(exc))
+        try:
+            result = dumps(value, what=f"result of run {run.id} (workflow {run.workflow!r})",
+                           max_bytes=self.durable.settings.max_payload_bytes)
+        except PayloadError as exc:
+            return self._failed(error_record(exc, with_traceback=False))
+        return {"status": SUCCEEDED, "result": result, "error": None, "finished_at": time.time()}
+
+    def _failed(self, error: dict[str, Any]) -> dict[str, Any]:
+        logger.warning("Run %s of %s parked as failed: %s: %s", self.run.id, self.run.workflow,
+                       error.get("type"), error.get("message"))
+        return {"status": FAILED, "error": json.dumps(error), "finished_at": time.time()}
+
+    # --- JournalWriter ------------------------------------------------------------------------------
+
+    def dispatch_task(self, position: int, step_key: str, name: str, request: dict[str, Any]) -> Any:
+        run_id = self.run.id
+        now = time.time()
+        try:
+            policy = self._task_policy(name, step_key)
+            request["retry"] = policy.to_json()
+            if policy.timeout:
+                request["options"].setdefault("soft_time_limit", policy.timeout)
+                request["options"].setdefault("time_limit", float(policy.timeout) + 5)  # type: ignore[arg-type]
+            text = dumps(request, what=f"arguments of step {step_key!r} in run {run_id}",
+                         max_bytes=self.durable.settings.max_payload_bytes)
+        except (PayloadError, ConfigurationError, UnknownTaskError) as exc:
+            error = json.dumps(error_record(exc, step_key=step_key, with_traceback=False))
+            queries.insert_step(self.uow.conn, run_id=run_id, position=position, step_key=step_key, kind=TASK,
+                                name=name, status=STEP_FAILED, attempt=1, error=error, created_at=now,
+                                finished_at=now)
+            return StepRow(run_id, position, step_key, TASK, name, STEP_FAILED, error=error)
+        task_id = send_dispatch(self.uow, run_id, position, step_key, 1, request)
+        queries.insert_step(self.uow.conn, run_id=run_id, position=position, step_key=step_key, kind=TASK,
+                            name=name, status=STEP_DISPATCHED, attempt=1, request=text,
+                            celery_task_id=task_id, created_at=now)
+        return StepRow(run_id, position, step_key, TASK, name, STEP_DISPATCHED, request=text)
+
+    def _task_policy(self, name: str, step_key: str) -> RetryPolicy:
+        task = self.durable.app.tasks.get(name)
+        if task is None:
+            raise UnknownTaskError(
+                f"Step {step_key!r} of run {self.run.id} asks for Celery task {name!r}, which is not "
+                "registered in this worker. Check the name, and import the module that defines it in every "
+                "worker (Celery's include/imports)."
+            )
+        definition = getattr(task, "__durable_step__", None)
+        if definition is None:
+            raise ConfigurationError(
+                f"Step {step_key!r} of run {self.run.id}: Celery task {name!r} is not a durable step, so its "
+                "result could not be journaled. Decorate it with @durable.step (above @app.task)."
+            )
+        return definition.retry or self.workflow.retry or NO_RETRY
+
+    def run_inline(self, position: int, step_key: str, fn: Callable[..., Any], args: tuple[Any, ...],
+                   kwargs: dict[str, Any], row: Any) -> Any:
+        run_id = self.run.id
+        attempt = row.attempt if row is not None else 1
+        policy: RetryPolicy = getattr(fn, STEP_RETRY_ATTR, None) or self.workflow.retry or NO_RETRY
+        name = getattr(fn, "__name__", step_key)
+        self.uow.commit()  # publish what the replay started; hold no lock while user code runs
+        started = time.time()
+        info = StepInfo(run_id, step_key, position, attempt, self.durable.is_cancelled)
+        failure: BaseException | None = None
+        try:
+            with running_step(info):
+                value = fn(*args, **kwargs)
+            if policy.timeout and time.time() - started > float(policy.timeout):  # type: ignore[arg-type]
+                raise TimeoutError(f"took {time.time() - started:.1f}s, over its timeout of {policy.timeout}s")
+            text = dumps(value, what=f"result of step {step_key!r} in run {run_id}",
+                         max_bytes=self.durable.settings.max_payload_bytes)
+        except Exception as exc:
+            failure = exc
+        self.uow.begin()
+        now = time.time()
+        worker = self.durable.identity.worker_id
+        if failure is None:
+            if row is None:
+                queries.insert_step(self.uow.conn, run_id=run_id, position=position, step_key=step_key,
+                                    kind=INLINE, name=name, status=STEP_SUCCEEDED, attempt=attempt, result=text,
+                                    worker=worker, created_at=started, started_at=started, finished_at=now)
+            else:
+                queries.update_step(self.uow.conn, run_id, position, status=STEP_SUCCEEDED, result=text,
+                                    error=None, worker=worker, started_at=started, finished_at=now)
+            step = StepRow(run_id, position, step_key, INLINE, name, STEP_SUCCEEDED, attempt, result=text)
+            record_attempt(self.uow, step, attempt, status=STEP_SUCCEEDED, worker=worker, started_at=started)
+            return step
+        error = error_record(failure, step_key=step_key, attempt=attempt)
+        if row is None:
+            queries.insert_step(self.uow.conn, run_id=run_id, position=position, step_key=step_key, kind=INLINE,
+                                name=name, status=STEP_RUNNING, attempt=attempt, worker=worker,
+                                created_at=started, started_at=started)
+        step = StepRow(run_id, position, step_key, INLINE, name, STEP_RUNNING, attempt)
+        record_attempt(self.uow, step, attempt, status=STEP_FAILED, worker=worker, started_at=started,
+                       error=error)
+        retry, delay = policy_decision(policy, attempt, failure)
+        status = fail_or_retry(self.uow, step, attempt, error, retry=retry, delay=delay)
+        logger.info("Inline step %r of run %s failed on attempt %d (%s: %s); %s.", step_key, run_id, attempt,
+                    type(failure).__name__, failure, f"retrying in {delay:.1f}s" if retry else "giving up")
+        return StepRow(run_id, position, step_key, INLINE, name, status, attempt, error=json.dumps(error))
+
+    def start_sleep(self, position: int, step_key: str, seconds: float) -> Any:
+        run_id = self.run.id
+        now = time.time()
+        due = now + seconds
+        request = json.dumps({"seconds": seconds, "until": due})
+        status = STEP_SLEEPING if seconds > 0 else STEP_SUCCEEDED
+        queries.insert_step(self.uow.conn, run_id=run_id, position=position, step_key=step_key, kind=SLEEP,
+                            name=step_key, status=status, request=request, created_at=now,
+                            finished_at=None if seconds > 0 else now)
+        if seconds > 0:
+            queries.insert_timer(self.uow.conn, run_id, position, "sleep", due)
+        return StepRow(run_id, position, step_key, SLEEP, step_key, status, request=request, result="null")
+
+    def record_marker(self, position: int, step_key: str) -> Any:
+        now = time.time()
+        queries.insert_step(self.uow.conn, run_id=self.run.id, position=position, step_key=step_key,
+                            kind=MARKER, name=step_key, status=STEP_SUCCEEDED, result="true", created_at=now,
+                            finished_at=now)
+        return StepRow(self.run.id, position, step_key, MARKER, step_key, STEP_SUCCEEDED, result="true")

@@ -1,0 +1,152 @@
+"""Handles on runs, and read-only views of runs, steps and attempts for the API and the CLI."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .errors import ResultTimeoutError, RunCancelledError, RunNotFoundError, WorkflowFailedError
+from .serialization import loads
+from .store import queries
+from .store.schema import CANCELLED, FAILED, FINISHED_STATUSES, SUCCEEDED
+
+if TYPE_CHECKING:
+    from .store.database import Store
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    """One attempt of a step: ``succeeded``, ``failed``, ``lost`` (its worker died) or ``resumed``."""
+
+    attempt: int
+    status: str
+    error_type: str | None
+    error_message: str | None
+    traceback: str | None
+    worker: str | None
+    started_at: float | None
+    duration: float | None
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """A journal row: one step of a run."""
+
+    position: int
+    step_key: str
+    kind: str
+    name: str
+    status: str
+    attempt: int
+    result: Any
+    error: dict[str, Any] | None
+    worker: str | None
+    celery_task_id: str | None
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    attempts: tuple[AttemptRecord, ...] = ()
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A run as stored: status, input, result or error, timestamps."""
+
+    id: str
+    workflow: str
+    status: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    result: Any
+    error: dict[str, Any] | None
+    idempotency_key: str | None
+    fingerprint: str
+    created_at: float
+    updated_at: float
+    finished_at: float | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> RunRecord:
+        call = loads(row.input) or {}
+        return cls(row.id, row.workflow, row.status, call.get("args", []), call.get("kwargs", {}),
+                   loads(row.result), loads(row.error), row.idempotency_key, row.fingerprint, row.created_at,
+                   row.updated_at, row.finished_at)
+
+
+def load_run(store: Store, run_id: str) -> RunRecord:
+    with store.read() as conn:
+        row = queries.get_run(conn, run_id)
+    if row is None:
+        raise RunNotFoundError(f"No run with id {run_id!r} in the durable store at {store.redacted_url()}.")
+    return RunRecord.from_row(row)
+
+
+def load_steps(store: Store, run_id: str) -> list[StepRecord]:
+    with store.read() as conn:
+        journal = queries.load_journal(conn, run_id)
+        attempts = queries.list_attempts(conn, run_id)
+    by_position: dict[int, list[AttemptRecord]] = {}
+    for row in attempts:
+        by_position.setdefault(row.position, []).append(AttemptRecord(
+            row.attempt, row.status, row.error_type, row.error_message, row.traceback, row.worker,
+            row.started_at, row.duration))
+    return [
+        StepRecord(row.position, row.step_key, row.kind, row.name, row.status, row.attempt, loads(row.result),
+                     json.loads(row.error) if row.error else None, row.worker, row.celery_task_id,
+                     row.created_at, row.started_at, row.finished_at, tuple(by_position.get(row.position, ())))
+        for _, row in sorted(journal.items())
+    ]
+
+
+class RunHandle:
+    """A handle on one run, like Celery's ``AsyncResult``: ``id``, ``status``, ``result(timeout)``."""
+
+    def __init__(self, store: Store, run_id: str) -> None:
+        self._store = store
+        self.id = run_id
+
+    def info(self) -> RunRecord:
+        return load_run(self._store, self.id)
+
+    @property
+    def status(self) -> str:
+        """``pending``, ``running``, ``sleeping``, ``waiting``, ``succeeded``, ``failed`` or ``cancelled``."""
+        return self.info().status
+
+    def ready(self) -> bool:
+        return self.status in FINISHED_STATUSES
+
+    def steps(self) -> list[StepRecord]:
+        """The journal of the run, in order, with each step's attempts."""
+        return load_steps(self._store, self.id)
+
+    def result(self, timeout: float | None = None, interval: float = 0.05) -> Any:
+        """Wait for the run to finish and return the workflow's result.
+
+        Raises :class:`WorkflowFailedError` (with the journaled error) when the run failed,
+        :class:`RunCancelledError` when it was cancelled, :class:`ResultTimeoutError` after ``timeout``.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            info = self.info()
+            if info.status == SUCCEEDED:
+                return info.result
+            if info.status == FAILED:
+                error = info.error or {}
+                raise WorkflowFailedError(
+                    f"Run {self.id} ({info.workflow}) failed: {error.get('type')}: {error.get('message')}. "
+                    f"Fix the cause, then `durable runs resume {self.id}`.", run_id=self.id, error=error)
+            if info.status == CANCELLED:
+                raise RunCancelledError(f"Run {self.id} ({info.workflow}) was cancelled.")
+            if deadline is not None and time.monotonic() >= deadline:
+                raise ResultTimeoutError(
+                    f"Run {self.id} ({info.workflow}) is still {info.status} after {timeout}s. Are workers "
+                    "running (`celery -A <app> worker`)? `durable runs show` lists its steps.")
+            time.sleep(interval)
+
+    get = result  # AsyncResult compatibility
+
+    def __repr__(self) -> str:
+        return f"<RunHandle {self.id}>"

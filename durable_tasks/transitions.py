@@ -1,0 +1,118 @@
+"""Journaled state changes of steps shared by the coordinator, the step wrapper, timers and operators.
+
+Each function runs inside a :class:`~durable_tasks.outbox.UnitOfWork` transaction, so a change and the
+messages it causes commit together (I2).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback as tb
+from dataclasses import dataclass
+from typing import Any
+from uuid import uuid4
+
+from .outbox import UnitOfWork
+from .retry import RetryPolicy
+from .store import queries
+from .store.queries import ADVANCE, DISPATCH
+from .store.schema import STEP_DISPATCHED, STEP_FAILED, STEP_RETRYING, STEP_SUCCEEDED
+
+
+@dataclass(frozen=True, slots=True)
+class StepRow:
+    """A journal row written in this transaction, shaped like a row loaded from ``durable_steps``."""
+
+    run_id: str
+    position: int
+    step_key: str
+    kind: str
+    name: str
+    status: str
+    attempt: int = 1
+    request: str | None = None
+    result: str | None = None
+    error: str | None = None
+
+
+def error_record(exc: BaseException, *, step_key: str | None = None, attempt: int | None = None,
+                 with_traceback: bool = True) -> dict[str, Any]:
+    """The JSON form of an exception kept in the journal (it ran in another process)."""
+    record: dict[str, Any] = {
+        "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
+        "message": str(exc),
+    }
+    if step_key is not None:
+        record["step"] = step_key
+    if attempt is not None:
+        record["attempt"] = attempt
+    if with_traceback:
+        record["traceback"] = "".join(tb.format_exception(exc))[-8000:]
+    return record
+
+
+def send_dispatch(uow: UnitOfWork, run_id: str, position: int, step_key: str, attempt: int,
+                  request: dict[str, Any]) -> str:
+    """Queue the Celery message of a task step's attempt; returns the Celery task id it will carry."""
+    task_id = str(uuid4())
+    uow.send(run_id, DISPATCH, {**request, "task_id": task_id, "position": position, "attempt": attempt,
+                                "step_key": step_key})
+    return task_id
+
+
+def send_advance(uow: UnitOfWork, run_id: str) -> None:
+    """Ask a coordinator to replay the run (used when the change happens outside a replay)."""
+    uow.send(run_id, ADVANCE, {})
+
+
+def redispatch(uow: UnitOfWork, step: Any, attempt: int) -> None:
+    """Send a task step again as attempt ``attempt`` (after a retry wait, a lost worker, or a resume)."""
+    request = json.loads(step.request)
+    task_id = send_dispatch(uow, step.run_id, step.position, step.step_key, attempt, request)
+    queries.update_step(
+        uow.conn, step.run_id, step.position, status=STEP_DISPATCHED, attempt=attempt,
+        celery_task_id=task_id, worker=None, started_at=None, finished_at=None,
+    )
+
+
+def record_attempt(uow: UnitOfWork, step: Any, attempt: int, *, status: str, worker: str | None,
+                   started_at: float | None, error: dict[str, Any] | None = None) -> None:
+    now = time.time()
+    queries.insert_attempt(
+        uow.conn, run_id=step.run_id, position=step.position, attempt=attempt, status=status,
+        error_type=error.get("type") if error else None,
+        error_message=error.get("message") if error else None,
+        traceback=error.get("traceback") if error else None,
+        worker=worker, started_at=started_at, duration=None if started_at is None else now - started_at,
+    )
+
+
+def fail_or_retry(uow: UnitOfWork, step: Any, attempt: int, error: dict[str, Any], *, retry: bool,
+                  delay: float) -> str:
+    """After a failed attempt: wait ``delay`` on a durable timer for the next one, or fail the step.
+
+    Returns the step's new status. A failed step makes the workflow raise ``StepFailedError`` at its next
+    replay, which parks the run as ``failed`` unless the workflow handles it.
+    """
+    now = time.time()
+    error_text = json.dumps(error, separators=(",", ":"))
+    if retry:
+        queries.update_step(uow.conn, step.run_id, step.position, status=STEP_RETRYING, error=error_text)
+        queries.insert_timer(uow.conn, step.run_id, step.position, "retry", now + delay)
+        return STEP_RETRYING
+    queries.update_step(uow.conn, step.run_id, step.position, status=STEP_FAILED, error=error_text,
+                        finished_at=now)
+    return STEP_FAILED
+
+
+def policy_decision(policy: RetryPolicy, attempt: int, exc: BaseException) -> tuple[bool, float]:
+    """(retry?, seconds to wait) for attempt number ``attempt`` that failed with ``exc``."""
+    if policy.should_retry(attempt, exc):
+        return True, policy.delay(attempt)
+    return False, 0.0
+
+
+def succeed_step(uow: UnitOfWork, run_id: str, position: int, result_text: str) -> None:
+    queries.update_step(uow.conn, run_id, position, status=STEP_SUCCEEDED, result=result_text,
+                        error=None, finished_at=time.time())

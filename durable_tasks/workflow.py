@@ -1,0 +1,201 @@
+"""The workflow context: deterministic step keys, replay from the journal, and suspension.
+
+A workflow function is called again from the top every time its run advances. Each ``ctx`` call takes the
+next *position* in the journal; when the journal already holds that position the recorded result is
+returned at once (I1), when it holds a different step the code changed under the run (I6), and when the
+journal ends there the step is started and, if its result is needed, the call suspends the run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .durations import parse_duration
+from .errors import NonDeterminismError, StepFailedError, Suspend
+from .serialization import loads
+from .store.schema import STEP_DISPATCHED, STEP_FAILED, STEP_SUCCEEDED
+
+if TYPE_CHECKING:
+    from celery import Task
+    from celery.canvas import Signature
+
+TASK = "task"
+INLINE = "inline"
+SLEEP = "sleep"
+MARKER = "marker"
+
+
+class JournalWriter(Protocol):
+    """What the context needs from the coordinator to start new steps (``coordinator.Replay``)."""
+
+    def dispatch_task(self, position: int, step_key: str, name: str, request: dict[str, Any]) -> Any: ...
+
+    def run_inline(self, position: int, step_key: str, fn: Callable[..., Any], args: tuple[Any, ...],
+                   kwargs: dict[str, Any], row: Any) -> Any: ...
+
+    def start_sleep(self, position: int, step_key: str, seconds: float) -> Any: ...
+
+    def record_marker(self, position: int, step_key: str) -> Any: ...
+
+
+class StepFuture:
+    """A step started with :meth:`WorkflowContext.run_async`; pass it to :meth:`WorkflowContext.gather`."""
+
+    __slots__ = ("_row", "step_key")
+
+    def __init__(self, step_key: str, row: Any) -> None:
+        self.step_key = step_key
+        self._row = row
+
+    def done(self) -> bool:
+        return self._row.status in (STEP_SUCCEEDED, STEP_FAILED)
+
+    def result(self) -> Any:
+        """The step's result; suspends the run when it has none yet, raises when the step failed."""
+        if self._row.status == STEP_SUCCEEDED:
+            return loads(self._row.result)
+        if self._row.status == STEP_FAILED:
+            error = loads(self._row.error) or {}
+            raise StepFailedError(
+                f"Step {self.step_key!r} failed: {error.get('type')}: {error.get('message')}",
+                step_key=self.step_key,
+                error_type=str(error.get("type")),
+                error_message=str(error.get("message")),
+            )
+        raise Suspend(self._row.kind)
+
+
+class WorkflowContext:
+    """The ``ctx`` a workflow receives: its only door to steps, timers and the run's identity."""
+
+    def __init__(self, run_id: str, workflow: str, journal: Mapping[int, Any], writer: JournalWriter) -> None:
+        self.run_id = run_id
+        self.workflow = workflow
+        self._journal = journal
+        self._writer = writer
+        self._position = 0
+        self._counts: dict[str, int] = {}
+
+    # --- keys and replay ----------------------------------------------------------------------------
+
+    def _key(self, name: str) -> str:
+        count = self._counts.get(name, 0) + 1
+        self._counts[name] = count
+        return name if count == 1 else f"{name}#{count}"
+
+    def _replayed(self, kind: str, name: str) -> tuple[int, str, Any]:
+        position = self._position
+        self._position += 1
+        key = self._key(name)
+        row = self._journal.get(position)
+        if row is not None and (row.kind != kind or row.step_key != key):
+            raise NonDeterminismError(
+                f"Run {self.run_id} of workflow {self.workflow!r} changed under it: at step position "
+                f"{position} the journal holds {row.kind} step {row.step_key!r}, but the code now asks for "
+                f"{kind} step {key!r}. Finish old runs on the old code, guard the change with "
+                f"ctx.patched('<change-name>') (see docs/versioning.md), or fork the run."
+            )
+        return position, key, row
+
+    # --- steps ---------------------------------------------------------------------------------------
+
+    def run(self, task: Task | Signature | str, *args: Any, **kwargs: Any) -> Any:
+        """Run a Celery task as a journaled step and return its result (suspending until it has one).
+
+        ``task`` is a task, a signature (its arguments come after the ones given here, its options such as
+        ``queue`` apply; ``.set(step_key="name")`` names the step) or a registered task name::
+
+            payment = ctx.run(charge_card, order_id)
+            label = ctx.run(print_label.s(order_id).set(queue="printers"))
+        """
+        return self.run_async(task, *args, **kwargs).result()
+
+    def run_async(self, task: Task | Signature | str, *args: Any, **kwargs: Any) -> StepFuture:
+        """Start a Celery task step without waiting for it (fan-out); collect it with :meth:`gather`."""
+        name, call_args, call_kwargs, options = task_request(task, args, kwargs)
+        step_name = options.pop("step_key", None) or name
+        position, key, row = self._replayed(TASK, step_name)
+        if row is None:
+            request = {"task": name, "args": call_args, "kwargs": call_kwargs, "options": options}
+            row = self._writer.dispatch_task(position, key, name, request)
+        return StepFuture(key, row)
+
+    def gather(self, *futures: StepFuture) -> list[Any]:
+        """Wait for every future and return their results in order (fan-in).
+
+        The run suspends until all are done; the first failed step raises :class:`StepFailedError`::
+
+            shipped, notified = ctx.gather(ctx.run_async(ship, order_id), ctx.run_async(notify, order_id))
+        """
+        for future in futures:
+            if not future.done():
+                future.result()  # suspends
+        return [future.result() for future in futures]
+
+    def step(self, name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run ``fn(*args, **kwargs)`` in the coordinator as a journaled inline step and return its result.
+
+        The result is committed before the workflow goes on, so after a crash the step is not run again.
+        A retry policy comes from ``@durable.step(retry=...)`` on ``fn`` or from the workflow::
+
+            summary = ctx.step("summarise", summarise, payment)
+        """
+        position, key, row = self._replayed(INLINE, name)
+        if row is None or row.status == STEP_DISPATCHED:
+            row = self._writer.run_inline(position, key, fn, args, kwargs, row)
+        return StepFuture(key, row).result()
+
+    def sleep(self, name: str, duration: float | str, /) -> None:
+        """Sleep durably: the run is parked on a timer and resumes after ``duration``, across restarts.
+
+        ``ctx.sleep("cool-off", "3 days")``
+        """
+        position, key, row = self._replayed(SLEEP, name)
+        if row is None:
+            row = self._writer.start_sleep(position, key, parse_duration(duration))
+        StepFuture(key, row).result()
+
+    def patched(self, change_id: str) -> bool:
+        """True when this run follows the code after the change ``change_id``; False for older runs.
+
+        Wrap new or changed steps in ``if ctx.patched("add-fraud-check"):`` so that runs that passed this
+        point on the old code replay unchanged while new runs take the new path (see docs/versioning.md).
+        """
+        position = self._position
+        row = self._journal.get(position)
+        if row is not None:
+            if row.kind == MARKER and row.step_key == change_id:
+                self._position += 1
+                return True
+            return False  # this run passed this point on the old code
+        self._position += 1
+        self._writer.record_marker(position, change_id)
+        return True
+
+    def now(self) -> float:
+        """Wall-clock time; for decisions that must replay the same way, journal it with ``ctx.step``."""
+        return time.time()
+
+
+def task_request(
+    task: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[str, list[Any], dict[str, Any], dict[str, Any]]:
+    """(task name, args, kwargs, options) for a task, signature or name, with Celery's partial rules.
+
+    A mutable signature gets the given arguments *before* its own (as a chain passes the previous result
+    first); an immutable one (``.si()``) ignores them.
+    """
+    if isinstance(task, str):
+        return task, list(args), dict(kwargs), {}
+    if isinstance(task, dict) and "task" in task and hasattr(task, "immutable"):
+        signature = task
+        immutable = bool(signature.immutable)
+        merged_args = list(signature.args) if immutable else [*args, *signature.args]
+        merged_kwargs = dict(signature.kwargs) if immutable else {**signature.kwargs, **kwargs}
+        return signature.task, merged_args, merged_kwargs, dict(signature.options)
+    name = getattr(task, "name", None)
+    if not isinstance(name, str):
+        raise TypeError(f"ctx.run() takes a Celery task, a signature or a task name, not {type(task).__name__}")
+    return name, list(args), dict(kwargs), {}
