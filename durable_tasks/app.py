@@ -10,10 +10,10 @@ from uuid import uuid4
 from celery import Celery
 from sqlalchemy.exc import IntegrityError
 
+from . import coordinator
 from .celery_bridge import CeleryPublisher, install_bootstep, register_coordinator_task
 from .chain import CHAIN_WORKFLOW, ChainSleep, DurableChain, run_chain
 from .config import Settings, resolve_settings
-from .coordinator import STEP_RETRY_ATTR
 from .durations import parse_duration
 from .definitions import Registry, Workflow, qualified_name
 from .errors import ConfigurationError
@@ -90,7 +90,7 @@ class Durable:
             if hasattr(target, "apply_async"):
                 return make_step(self, target, retry)
             if callable(target):
-                setattr(target, STEP_RETRY_ATTR, retry)
+                setattr(target, coordinator.STEP_RETRY_ATTR, retry)
                 return target
             raise ConfigurationError(f"@durable.step decorates a Celery task or a function, not {target!r}.")
 
@@ -133,17 +133,21 @@ class Durable:
     # --- running -----------------------------------------------------------------------------------------
 
     def start(self, workflow: str | Workflow[Any, Any], *args: Any, idempotency_key: str | None = None,
-              **kwargs: Any) -> RunHandle:
+              advance_now: bool = False, **kwargs: Any) -> RunHandle:
         """Start a run of a registered workflow (by object or name) and return its handle at once.
 
         The run and its first message commit together; if the broker is down the message waits in the
         outbox and the workers' relay sends it later. The same ``idempotency_key`` returns the same run.
+        With ``advance_now`` this process replays the workflow right away (inline steps run here, task
+        steps are dispatched in the same commit as the run) instead of sending it to a worker.
         """
         definition = self.registry.get(workflow if isinstance(workflow, str) else workflow.name)
         call = dumps({"args": list(args), "kwargs": kwargs}, what=f"input of workflow {definition.name!r}",
                      max_bytes=self.settings.max_payload_bytes)
         run_id = str(uuid4())
         now = time.time()
+        if advance_now:
+            _ = self.identity.worker_id  # see coordinator.advance: never first read inside a transaction
         try:
             with self.unit_of_work() as uow:
                 if idempotency_key is not None:
@@ -153,7 +157,10 @@ class Durable:
                 queries.insert_run(uow.conn, id=run_id, workflow=definition.name, status=PENDING, input=call,
                                    idempotency_key=idempotency_key, fingerprint=definition.fingerprint,
                                    created_at=now, updated_at=now)
-                send_advance(uow, run_id)
+                if advance_now:
+                    coordinator.advance(self, run_id, uow=uow)
+                else:
+                    send_advance(uow, run_id)
         except IntegrityError:
             # Another caller started the same idempotency key between our check and insert.
             with self.store.read() as conn:

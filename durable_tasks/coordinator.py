@@ -65,8 +65,11 @@ def advance(durable: Durable, run_id: str, *, uow: UnitOfWork | None = None, con
     """Replay run ``run_id`` and journal its next steps; a no-op when another coordinator holds it.
 
     ``uow`` continues the caller's transaction (a step wrapper journals a result and advances in one
-    commit); ``consume`` is the id of the outbox message that asked for this advance.
+    commit); ``consume`` is the id of the outbox message that asked for this advance. A caller that
+    passes ``uow`` must have read ``durable.identity.worker_id`` before opening it: the first read writes
+    a heartbeat in its own transaction, which would wait on the caller's lock on SQLite.
     """
+    _ = durable.identity.worker_id
     if uow is not None:
         _advance(durable, uow, run_id, consume)
         return

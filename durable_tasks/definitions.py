@@ -60,6 +60,16 @@ class Workflow(Generic[P, R]):
         """
         return self.durable.start(self.name, *args, idempotency_key=idempotency_key, **kwargs)
 
+    def run(self, *args: Any, idempotency_key: str | None = None, **kwargs: Any) -> RunHandle:
+        """Start a run and execute it in this process right away, like calling the function directly.
+
+        Inline steps run here and task steps are dispatched to workers; the call returns when the run
+        finishes or first waits (on a task step, a sleep). If this process dies meanwhile, a worker
+        resumes the run. ``run(...).result()`` returns at once for a workflow of inline steps.
+        """
+        return self.durable.start(self.name, *args, idempotency_key=idempotency_key, advance_now=True,
+                                  **kwargs)
+
     def __repr__(self) -> str:
         return f"<Workflow {self.name}>"
 

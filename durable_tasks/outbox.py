@@ -105,6 +105,9 @@ def publish_safely(publisher: Publisher, message: OutboxMessage) -> bool:
 
 def relay(store: Store, publisher: Publisher, *, redelivery_after: float, limit: int = 200) -> int:
     """Publish again the outbox rows nobody consumed within ``redelivery_after``; returns how many."""
+    with store.read() as conn:  # a read does not take SQLite's write lock
+        if not queries.any_due_outbox(conn, time.time()):
+            return 0
     with store.begin() as conn:
         messages = queries.due_outbox(conn, time.time(), redelivery_after, limit)
     sent = sum(publish_safely(publisher, message) for message in messages)

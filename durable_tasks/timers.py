@@ -43,6 +43,9 @@ class DatabaseTimers:
 
     def fire_due(self) -> int:
         """Fire every timer that is due now (in batches); returns how many fired."""
+        with self.durable.store.read() as conn:  # a read does not take SQLite's write lock
+            if not queries.any_due_timer(conn, time.time()):
+                return 0
         fired = 0
         while True:
             with self.durable.unit_of_work() as uow:

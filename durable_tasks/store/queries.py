@@ -245,6 +245,10 @@ def consume_outbox(conn: Connection, outbox_id: int) -> None:
     conn.execute(delete(outbox).where(outbox.c.id == outbox_id))
 
 
+def any_due_outbox(conn: Connection, now: float) -> bool:
+    return conn.execute(select(outbox.c.id).where(outbox.c.publish_after <= now).limit(1)).first() is not None
+
+
 def due_outbox(conn: Connection, now: float, lease: float, limit: int) -> list[OutboxMessage]:
     """Take the outbox rows nobody consumed in time and push their next publish time back."""
     query = select(outbox).where(outbox.c.publish_after <= now).order_by(outbox.c.publish_after).limit(limit)
@@ -289,6 +293,12 @@ def due_timers(conn: Connection, now: float, limit: int) -> list[Any]:
     if conn.dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
     return list(conn.execute(query))
+
+
+def any_due_timer(conn: Connection, now: float) -> bool:
+    return conn.execute(
+        select(timers.c.id).where(timers.c.fired_at.is_(None), timers.c.due_at <= now).limit(1)
+    ).first() is not None
 
 
 def fire_timer(conn: Connection, timer_id: int, now: float) -> bool:
