@@ -1,0 +1,215 @@
+"""The Celery app, durable steps and workflows every integration and crash test runs.
+
+:func:`build` is called by the test process and, through :mod:`tests.support.worker`, by each worker
+subprocess with the same settings, so both sides agree on names. Step bodies append a line per real
+execution to the executions file, a witness kept apart from the journal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+
+from durable_tasks import Durable, RetryPolicy, current_step
+
+
+@dataclass
+class TestApp:
+    app: Celery
+    durable: Durable
+    tasks: dict[str, Any]
+    workflows: dict[str, Any]
+    flags: Path
+
+
+def build(*, store: str, broker: str, executions: str, flags: str, schema: str | None = None,
+          options: dict[str, Any] | None = None, prefix: str = "") -> TestApp:
+    app = Celery("dt_tests", broker=broker, set_as_current=False)
+    app.conf.update(
+        task_ignore_result=True,
+        worker_hijack_root_logger=False,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"global_keyprefix": prefix} if prefix else {},
+        task_default_queue="celery",
+        worker_prefetch_multiplier=1,
+    )
+    durable = Durable(app, store=store, schema=schema, auto_migrate=True, **(options or {}))
+    flag_dir = Path(flags)
+
+    def record(label: str) -> None:
+        step = current_step()
+        line = json.dumps({"run": step.run_id if step else None, "step": step.step_key if step else None,
+                           "attempt": step.attempt if step else None, "label": label, "pid": os.getpid()})
+        with open(executions, "a") as out:
+            out.write(line + "\n")
+
+    def flag(name: str) -> bool:
+        return (flag_dir / name).exists()
+
+    @durable.step
+    @app.task(name="t.add", shared=False)
+    def add(x: int, y: int) -> int:
+        record("add")
+        return x + y
+
+    @durable.step
+    @app.task(name="t.double", shared=False)
+    def double(x: int) -> int:
+        record("double")
+        return x * 2
+
+    @durable.step
+    @app.task(name="t.echo", shared=False, bind=True)
+    def echo(self: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        record("echo")
+        return {"args": list(args), "kwargs": kwargs,
+                "queue": (self.request.delivery_info or {}).get("routing_key")}
+
+    @durable.step
+    @app.task(name="t.slow", shared=False)
+    def slow(value: Any, seconds: float = 1.0, label: str = "slow") -> Any:
+        record(label)
+        time.sleep(seconds)
+        return value
+
+    @durable.step
+    @app.task(name="t.mark", shared=False)
+    def mark(value: Any, label: str) -> Any:
+        """Records ``label`` and passes ``value`` on (chain links in crash tests)."""
+        record(label)
+        return value
+
+    @durable.step(retry=RetryPolicy(max_attempts=3, backoff="exponential", initial=0.3, jitter=0))
+    @app.task(name="t.flaky", shared=False)
+    def flaky(key: str, failures: int) -> str:
+        """Fails its first ``failures`` executions for ``key``."""
+        record(f"flaky:{key}")
+        seen = sum(1 for line in open(executions) if f'"label": "flaky:{key}"' in line)
+        if seen <= failures:
+            raise ConnectionError(f"outside service down ({seen})")
+        return f"ok after {seen}"
+
+    @durable.step(retry=RetryPolicy(max_attempts=2, initial=0.1, jitter=0))
+    @app.task(name="t.broken_until_fixed", shared=False)
+    def broken_until_fixed(key: str) -> str:
+        """Fails while the flag file ``broken-<key>`` exists: removing it is the deployed fix."""
+        record(f"broken:{key}")
+        if flag(f"broken-{key}"):
+            raise ValueError(f"bug in broken_until_fixed for {key}")
+        return f"fixed {key}"
+
+    @durable.step
+    @app.task(name="t.bad_result", shared=False)
+    def bad_result() -> Any:
+        record("bad_result")
+        return {"when": object()}
+
+    @durable.step
+    @app.task(name="t.keys", shared=False)
+    def keys() -> dict[str, Any]:
+        step = current_step()
+        assert step is not None
+        return {"idempotency_key": step.idempotency_key, "attempt_key": step.attempt_key,
+                "attempt": step.attempt}
+
+    @durable.step
+    @app.task(name="t.celery_retry", shared=False, bind=True, max_retries=3, default_retry_delay=0.2)
+    def celery_retry(self: Any, key: str) -> str:
+        """Uses Celery's own self.retry(); inside a durable run it becomes a durable timer."""
+        record(f"celery_retry:{key}")
+        seen = sum(1 for line in open(executions) if f'"label": "celery_retry:{key}"' in line)
+        if seen < 3:
+            raise self.retry(exc=RuntimeError(f"try {seen}"), countdown=0.2)
+        return f"done after {seen}"
+
+    @durable.step
+    @app.task(name="t.wait_cancel", shared=False)
+    def wait_cancel(seconds: float) -> str:
+        record("wait_cancel")
+        step = current_step()
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if step is not None and step.is_cancelled():
+                return "noticed cancel"
+            time.sleep(0.05)
+        return "not cancelled"
+
+    @app.task(name="t.plain", shared=False)
+    def plain(x: int) -> int:
+        record("plain")
+        return x
+
+    def summarise(value: Any) -> dict[str, Any]:
+        record("summarise")
+        return {"summary": value}
+
+    @durable.workflow(name="wf.basic")
+    def basic(ctx: Any, n: int) -> dict[str, Any]:
+        a = ctx.run(add, n, 1)
+        b = ctx.step("summarise", summarise, a)
+        c = ctx.gather(ctx.run_async(double, a), ctx.run_async(add, a, 100))
+        ctx.sleep("nap", 0.3)
+        return {"a": a, "b": b, "c": c}
+
+    @durable.workflow(name="wf.flaky")
+    def flaky_flow(ctx: Any, key: str, failures: int) -> dict[str, Any]:
+        first = ctx.run(mark, 1, f"before:{key}")
+        second = ctx.run(flaky, key, failures)
+        return {"first": first, "second": second}
+
+    @durable.workflow(name="wf.fixable")
+    def fixable(ctx: Any, key: str) -> list[Any]:
+        first = ctx.run(mark, "one", f"fix-before:{key}")
+        second = ctx.run(broken_until_fixed, key)
+        third = ctx.run(mark, "three", f"fix-after:{key}")
+        return [first, second, third]
+
+    @durable.workflow(name="wf.versioned")
+    def versioned(ctx: Any, key: str) -> str:
+        ctx.run(slow, "x", 1.5, f"versioned:{key}")
+        if flag(f"v2-{key}"):  # the deployed code now asks for another step at this position
+            ctx.run(double, 2)
+        ctx.run(add, 1, 1)
+        return "done"
+
+    @durable.workflow(name="wf.patched")
+    def patched(ctx: Any, key: str) -> list[str]:
+        seen = [ctx.run(slow, "first", 1.0, f"patched:{key}")]
+        if flag(f"v2-{key}") and ctx.patched("add-double"):
+            seen.append(str(ctx.run(double, 21)))
+        seen.append(str(ctx.run(add, 1, 1)))
+        return seen
+
+    @durable.workflow(name="wf.unknown_task")
+    def unknown_task(ctx: Any) -> Any:
+        return ctx.run("t.no_such_task", 1)
+
+    @durable.workflow(name="wf.single")
+    def single(ctx: Any, name: str, *args: Any) -> Any:
+        return ctx.run(name, *args)
+
+    @durable.workflow(name="wf.caught")
+    def caught(ctx: Any) -> str:
+        try:
+            ctx.run(bad_result)
+        except Exception as exc:  # StepFailedError: the workflow compensates
+            return f"handled {type(exc).__name__}"
+        return "unreachable"
+
+    tasks = {name: value for name, value in locals().items() if hasattr(value, "apply_async")}
+    workflows = {name: value for name, value in locals().items() if hasattr(value, "fingerprint")}
+    return TestApp(app, durable, tasks, workflows, flag_dir)
+
+
+def build_from_env() -> TestApp:
+    return build(
+        store=os.environ["DT_STORE"], broker=os.environ["DT_BROKER"], executions=os.environ["DT_EXECUTIONS"],
+        flags=os.environ["DT_FLAGS"], schema=os.environ.get("DT_SCHEMA") or None,
+        options=json.loads(os.environ.get("DT_OPTIONS", "{}")), prefix=os.environ.get("DT_PREFIX", ""),
+    )
