@@ -194,6 +194,11 @@ def build(*, store: str, broker: str, executions: str, flags: str, schema: str |
     def single(ctx: Any, name: str, *args: Any) -> Any:
         return ctx.run(name, *args)
 
+    @durable.workflow(name="wf.oversized")
+    def oversized(ctx: Any) -> Any:
+        big = ctx.step("make", lambda: "x" * 600_000)
+        return ctx.run(echo, big, big)
+
     @durable.workflow(name="wf.caught")
     def caught(ctx: Any) -> str:
         try:
