@@ -199,7 +199,8 @@ def start_worker(mode: str, workdir: Path) -> subprocess.Popen[bytes]:
         "--concurrency=1", "--loglevel=warning", "--without-gossip", "--without-mingle",
         "--without-heartbeat", f"--hostname=bench-{mode}-{os.getpid()}@%h",
     ]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path}
     log = (workdir / "worker.log").open("wb")
     try:
         return subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -208,7 +209,7 @@ def start_worker(mode: str, workdir: Path) -> subprocess.Popen[bytes]:
 
 
 def stop_worker(worker: subprocess.Popen[bytes]) -> bool:
-    """SIGTERM (warm shutdown, so ``worker_shutdown`` runs); SIGKILL after 30 s. True when it exited itself."""
+    """SIGTERM (warm shutdown: ``worker_shutdown`` runs), SIGKILL after 30 s; True when it exited cleanly."""
     if worker.poll() is not None:
         return worker.returncode == 0
     worker.send_signal(signal.SIGTERM)
@@ -250,7 +251,8 @@ def chain_child(args: argparse.Namespace) -> dict[str, Any]:
         bench = importlib.import_module("benchmarks.bench_app")
         if bench.durable is not None:
             bench.durable.upgrade_database()
-        runner: PlainChains | DurableChains = PlainChains(bench) if app_mode == "plain" else DurableChains(bench)
+        runner: PlainChains | DurableChains = (
+            PlainChains(bench) if app_mode == "plain" else DurableChains(bench))
         worker = start_worker(mode, workdir)
 
         def alive() -> bool:
@@ -540,7 +542,8 @@ def run_inline(plan: Plan, progress: Any) -> dict[tuple[str, str], dict[str, Any
     for engine in ENGINES:
         for system in ("durable", "dbos"):
             name = "durable-tasks" if system == "durable" else "DBOS"
-            progress.print(f"[dim]table 2: {name} on {ENGINE_LABELS[engine]} ({plan.workflows} workflows)...[/]")
+            progress.print(f"[dim]table 2: {name} on {ENGINE_LABELS[engine]} "
+                           f"({plan.workflows} workflows)...[/]")
             argv = ["_inline", "--system", system, "--engine", engine, "--workflows", str(plan.workflows),
                     "--warmup", str(plan.workflow_warmup), "--pg", plan.pg, "--redis", plan.redis,
                     "--broker-db", str(plan.broker_db), "--schema", f"durable_bench_inline_{plan.tag}",
@@ -580,7 +583,8 @@ def chains_table(plan: Plan, results: dict[str, dict[str, Any]]) -> tuple[Any, l
         is_plain = mode == "plain"
         ratio = data["steps_per_s"] / plain["steps_per_s"] if plain_ok else None
         table.add_row(
-            CHAIN_LABELS[mode], f"{data['wall']:.2f}", f"{data['runs_per_s']:.1f}", f"{data['steps_per_s']:.0f}",
+            CHAIN_LABELS[mode], f"{data['wall']:.2f}", f"{data['runs_per_s']:.1f}",
+            f"{data['steps_per_s']:.0f}",
             "1.00" if is_plain else (f"{ratio:.2f}" if ratio is not None else "-"),
             f"{data['step_p50_ms']:.2f}", f"{data['step_p99_ms']:.2f}",
             "-" if is_plain or not plain_ok else f"{data['step_p50_ms'] - plain['step_p50_ms']:+.2f}",
@@ -681,8 +685,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-chains", action="store_true", help="only table 2")
     parser.add_argument("--skip-inline", action="store_true", help="only table 1")
     parser.add_argument("--pg", default=DEFAULT_PG, help=f"PostgreSQL URL (default {DEFAULT_PG})")
-    parser.add_argument("--redis", default=DEFAULT_REDIS, help=f"Redis URL without db (default {DEFAULT_REDIS})")
-    parser.add_argument("--broker-db", type=int, default=13, help="Redis db of the broker (flushed; default 13)")
+    parser.add_argument("--redis", default=DEFAULT_REDIS,
+                        help=f"Redis URL without the db number (default {DEFAULT_REDIS})")
+    parser.add_argument("--broker-db", type=int, default=13,
+                        help="Redis db of the broker (flushed before and after; default 13)")
     parser.add_argument("--results-db", type=int, default=12,
                         help="Redis db of plain Celery's results (flushed; default 12)")
     sub = parser.add_subparsers(dest="internal", help=argparse.SUPPRESS)

@@ -172,18 +172,21 @@ def build(*, store: str, broker: str, executions: str, flags: str, schema: str |
 
     @durable.workflow(name="wf.versioned")
     def versioned(ctx: Any, key: str) -> str:
-        ctx.run(slow, "x", 1.5, f"versioned:{key}")
-        if flag(f"v2-{key}"):  # the deployed code now asks for another step at this position
-            ctx.run(double, 2)
-        ctx.run(add, 1, 1)
+        if flag(f"v2-{key}"):  # the deployed code swapped the order of the two steps
+            ctx.run(add, 1, 1)
+            ctx.run(slow, "x", 1.5, f"versioned:{key}")
+        else:
+            ctx.run(slow, "x", 1.5, f"versioned:{key}")
+            ctx.run(add, 1, 1)
         return "done"
 
     @durable.workflow(name="wf.patched")
     def patched(ctx: Any, key: str) -> list[str]:
-        seen = [ctx.run(slow, "first", 1.0, f"patched:{key}")]
-        if flag(f"v2-{key}") and ctx.patched("add-double"):
+        seen = [ctx.run(mark, "first", f"patched:{key}")]
+        if flag(f"v2-{key}") and ctx.patched("add-double"):  # the deployed change, guarded
             seen.append(str(ctx.run(double, 21)))
         seen.append(str(ctx.run(add, 1, 1)))
+        seen.append(ctx.run(slow, "last", 1.5, f"patched-slow:{key}"))
         return seen
 
     @durable.workflow(name="wf.unknown_task")
