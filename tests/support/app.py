@@ -45,7 +45,8 @@ def build(*, store: str, broker: str, executions: str, flags: str, schema: str |
     def record(label: str) -> None:
         step = current_step()
         line = json.dumps({"run": step.run_id if step else None, "step": step.step_key if step else None,
-                           "attempt": step.attempt if step else None, "label": label, "pid": os.getpid()})
+                           "attempt": step.attempt if step else None, "label": label, "pid": os.getpid(),
+                           "at": time.time()})
         with open(executions, "a") as out:
             out.write(line + "\n")
 
@@ -196,6 +197,15 @@ def build(*, store: str, broker: str, executions: str, flags: str, schema: str |
     @durable.workflow(name="wf.single")
     def single(ctx: Any, name: str, *args: Any) -> Any:
         return ctx.run(name, *args)
+
+    def slow_inline(label: str, seconds: float) -> str:
+        record(label)
+        time.sleep(seconds)
+        return label
+
+    @durable.workflow(name="wf.inline_slow")
+    def inline_slow(ctx: Any, seconds: float) -> list[str]:
+        return [ctx.step(name, slow_inline, name, seconds) for name in ("a", "b", "c", "d")]
 
     @durable.workflow(name="wf.oversized")
     def oversized(ctx: Any) -> Any:
