@@ -14,8 +14,8 @@ from . import coordinator
 from .celery_bridge import CeleryPublisher, install_bootstep, register_coordinator_task
 from .chain import CHAIN_WORKFLOW, ChainSleep, DurableChain, run_chain
 from .config import Settings, resolve_settings
-from .durations import parse_duration
 from .definitions import Registry, Workflow, qualified_name
+from .durations import parse_duration
 from .errors import ConfigurationError
 from .handle import RunHandle, RunRecord, StepRecord, load_steps
 from .heartbeat import ProcessIdentity
@@ -72,7 +72,7 @@ class Durable:
     @overload
     def step(self, task: F, /) -> F: ...
     @overload
-    def step(self, *, retry: RetryPolicy | None = None) -> Callable[[F], F]: ...
+    def step(self, /, *, retry: RetryPolicy | None = None) -> Callable[[F], F]: ...
 
     def step(self, task: Any = None, /, *, retry: RetryPolicy | None = None) -> Any:
         """Make an existing Celery task (or a plain function for ``ctx.step``) a durable step.
@@ -99,7 +99,7 @@ class Durable:
     @overload
     def workflow(self, fn: Callable[..., Any], /) -> Workflow[Any, Any]: ...
     @overload
-    def workflow(self, *, name: str | None = None, retry: RetryPolicy | None = None
+    def workflow(self, /, *, name: str | None = None, retry: RetryPolicy | None = None
                  ) -> Callable[[Callable[..., Any]], Workflow[Any, Any]]: ...
 
     def workflow(self, fn: Any = None, /, *, name: str | None = None, retry: RetryPolicy | None = None) -> Any:

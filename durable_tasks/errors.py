@@ -115,7 +115,7 @@ class ResultTimeoutError(DurableError, TimeoutError):
     """``RunHandle.result(timeout=...)`` ran out of time before the run finished."""
 
 
-class Suspend(BaseException):  # noqa: N818 - a signal, not an error
+class Suspend(BaseException):
     """Raised inside a workflow to stop replay until the journal changes.
 
     Derives from ``BaseException`` on purpose: a workflow's ``except Exception`` must not swallow it.

@@ -157,7 +157,9 @@ class Operations:
         """
         statuses = (status,) if status else FINISHED_STATUSES
         if any(value not in FINISHED_STATUSES for value in statuses):
-            raise InvalidStateError(f"prune deletes only finished runs ({', '.join(FINISHED_STATUSES)}), not {status!r}.")
+            raise InvalidStateError(
+                f"prune deletes only finished runs ({', '.join(FINISHED_STATUSES)}), not {status!r}."
+            )
         cutoff = time.time() - older_than
         deleted = 0
         while True:

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import logging
 import time
-from itertools import takewhile
 from dataclasses import dataclass
+from itertools import takewhile
 from typing import TYPE_CHECKING
 
 from .errors import WorkerLostError

@@ -18,6 +18,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from celery.exceptions import Ignore, Retry
@@ -44,7 +45,7 @@ class StepDefinition:
     retry: RetryPolicy | None
 
 
-class RetryRequested(Exception):  # noqa: N818 - an internal signal from task.retry() in a durable step
+class RetryRequested(Exception):
     def __init__(self, exc: BaseException | None, countdown: float | None, max_retries: int | None) -> None:
         super().__init__(str(exc) if exc else "retry requested")
         self.exc = exc
@@ -109,12 +110,12 @@ def execute(durable: Durable, task: Any, headers: dict[str, Any], body: Callable
         text = dumps(value, what=f"result of step {step_key!r} in run {run_id}",
                      max_bytes=durable.settings.max_payload_bytes)
     except RetryRequested as request:
-        _journal(durable, lambda: _record_failure(durable, task, headers, request.exc or request, started, request))
+        _journal(durable, partial(_record_failure, durable, task, headers, request.exc or request, started, request))
         raise Retry(exc=request.exc, when=request.countdown) from request.exc
     except Exception as exc:
-        _journal(durable, lambda: _record_failure(durable, task, headers, exc, started, None))
+        _journal(durable, partial(_record_failure, durable, task, headers, exc, started, None))
         raise
-    _journal(durable, lambda: _record_success(durable, headers, text, started))
+    _journal(durable, partial(_record_success, durable, headers, text, started))
     return value
 
 

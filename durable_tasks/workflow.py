@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
+from celery.canvas import Signature
+
 from .durations import parse_duration
 from .errors import NonDeterminismError, StepFailedError, Suspend
 from .serialization import loads
@@ -19,7 +21,6 @@ from .store.schema import STEP_DISPATCHED, STEP_FAILED, STEP_SUCCEEDED
 
 if TYPE_CHECKING:
     from celery import Task
-    from celery.canvas import Signature
 
 TASK = "task"
 INLINE = "inline"
@@ -189,7 +190,7 @@ def task_request(
     """
     if isinstance(task, str):
         return task, list(args), dict(kwargs), {}
-    if isinstance(task, dict) and "task" in task and hasattr(task, "immutable"):
+    if isinstance(task, Signature):
         signature = task
         immutable = bool(signature.immutable)
         merged_args = list(signature.args) if immutable else [*args, *signature.args]

@@ -101,14 +101,14 @@ def test_oversized_payloads_are_refused_and_nothing_is_lost(stack: Stack) -> Non
         stack.durable.chain(t["echo"].si("x" * (2 * 1024 * 1024))).start()
     assert len(stack.durable.runs(limit=1000)) == before, "a refused start writes nothing"
     handle = stack.client.workflows["oversized"].start()
-    with pytest.raises(WorkflowFailedError, match="arguments of step 't.echo'.*over the limit"):
+    with pytest.raises(WorkflowFailedError, match=r"arguments of step 't\.echo'.*over the limit"):
         handle.result(timeout=30)
     assert stack.step(handle.id, "make").status == "succeeded", "the journal before it is kept"
 
 
 def test_unknown_task_name_parks_the_run_with_a_clear_error(stack: Stack) -> None:
     handle = stack.client.workflows["unknown_task"].start()
-    with pytest.raises(WorkflowFailedError, match="t.no_such_task.*not registered") as failed:
+    with pytest.raises(WorkflowFailedError, match=r"t\.no_such_task.*not registered") as failed:
         handle.result(timeout=30)
     assert handle.id in str(failed.value.error)
 

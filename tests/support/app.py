@@ -91,7 +91,7 @@ def build(*, store: str, broker: str, executions: str, flags: str, schema: str |
     def flaky(key: str, failures: int) -> str:
         """Fails its first ``failures`` executions for ``key``."""
         record(f"flaky:{key}")
-        seen = sum(1 for line in open(executions) if f'"label": "flaky:{key}"' in line)
+        seen = Path(executions).read_text().count(f'"label": "flaky:{key}"')
         if seen <= failures:
             raise ConnectionError(f"outside service down ({seen})")
         return f"ok after {seen}"
@@ -124,7 +124,7 @@ def build(*, store: str, broker: str, executions: str, flags: str, schema: str |
     def celery_retry(self: Any, key: str) -> str:
         """Uses Celery's own self.retry(); inside a durable run it becomes a durable timer."""
         record(f"celery_retry:{key}")
-        seen = sum(1 for line in open(executions) if f'"label": "celery_retry:{key}"' in line)
+        seen = Path(executions).read_text().count(f'"label": "celery_retry:{key}"')
         if seen < 3:
             raise self.retry(exc=RuntimeError(f"try {seen}"), countdown=0.2)
         return f"done after {seen}"

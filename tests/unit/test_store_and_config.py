@@ -49,7 +49,8 @@ def test_unsupported_store_urls(url: str, message: str) -> None:
         make_engine(url)
 
 
-def test_settings_come_from_arguments_then_app_conf_then_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_settings_come_from_arguments_then_app_conf_then_defaults(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DURABLE_STORE", raising=False)
     app = Celery("cfg", broker="memory://", set_as_current=False)
     app.conf.durable_worker_timeout = "45s"
