@@ -30,7 +30,8 @@ from .retry import RetryPolicy, from_celery_options
 from .serialization import dumps, loads
 from .store import queries
 from .store.schema import STEP_FAILED, STEP_RUNNING, STEP_SUCCEEDED
-from .transitions import error_record, fail_or_retry, policy_decision, record_attempt
+from .transitions import StepRow, error_record, fail_or_retry, policy_decision, record_attempt
+from .workflow import TASK
 
 if TYPE_CHECKING:
     from .app import Durable
@@ -138,7 +139,7 @@ def _record_success(durable: Durable, headers: dict[str, Any], text: str, starte
             logger.info("Step %r of run %s was journaled by another delivery; this result is dropped.",
                         headers["step_key"], run_id)
             return
-        step = queries.get_step(uow.conn, run_id, position)
+        step = StepRow(run_id, position, headers["step_key"], TASK, "", STEP_SUCCEEDED)
         record_attempt(uow, step, headers["attempt"], status=STEP_SUCCEEDED, worker=durable.identity.worker_id,
                        started_at=started)
         coordinator.advance(durable, run_id, uow=uow)

@@ -141,6 +141,14 @@ def build(*, store: str, broker: str, executions: str, flags: str, schema: str |
             time.sleep(0.05)
         return "not cancelled"
 
+    @durable.step(retry=RetryPolicy(max_attempts=2, initial=0.1, jitter=0, timeout=0.5))
+    @app.task(name="t.too_slow", shared=False)
+    def too_slow(seconds: float) -> str:
+        """Exceeds its per-attempt timeout (a Celery soft time limit, enforced by the prefork pool)."""
+        record("too_slow")
+        time.sleep(seconds)
+        return "finished"
+
     @app.task(name="t.plain", shared=False)
     def plain(x: int) -> int:
         record("plain")
