@@ -121,6 +121,19 @@ def test_celery_self_retry_becomes_a_durable_timer(stack: Stack) -> None:
     assert [a.status for a in attempts] == ["failed", "failed", "succeeded"]
 
 
+def test_celery_autoretry_options_become_journaled_retries(stack: Stack) -> None:
+    k = key("auto")
+    handle = stack.client.workflows["single"].start("t.autoretry", k)
+    assert handle.result(timeout=30) == "done after 3"
+    attempts = stack.step(handle.id, "t.autoretry").attempts
+    assert [a.status for a in attempts] == ["failed", "failed", "succeeded"]
+    # outside durable runs the same task keeps Celery's own autoretry (new broker messages)
+    plain = key("auto-plain")
+    stack.client.tasks["autoretry"].delay(plain)
+    stack.wait_until(lambda: sum(r["label"] == f"autoretry:{plain}" for r in stack.executions_of(None)) == 3,
+                     30, "Celery's own retries")
+
+
 def test_cancel_is_journaled_and_seen_by_the_running_step(stack: Stack) -> None:
     t = stack.client.tasks
     handle = stack.durable.chain(t["wait_cancel"].s(), t["add"].si(1, 1)).start(10)
