@@ -100,6 +100,14 @@ def flush_redis(url: str) -> None:
         client.close()
 
 
+def quietly(cleanup: Callable[..., Any], *args: Any) -> None:
+    """Run a clean-up step; report a failure on stderr instead of hiding the measurement's own outcome."""
+    try:
+        cleanup(*args)
+    except Exception as exc:
+        print(f"clean-up {cleanup.__name__}{args!r} failed: {exc}", file=sys.stderr)
+
+
 def write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data))
@@ -231,23 +239,19 @@ def chain_child(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix=f"durable-bench-{mode}-"))
     broker = f"{args.redis}/{args.broker_db}"
     backend = f"{args.redis}/{args.results_db}"
-    store = ""
-    if engine == "postgresql":
-        store = args.pg
-        pg_execute(args.pg, f'DROP SCHEMA IF EXISTS "{args.schema}" CASCADE')
-    elif engine == "sqlite":
-        store = f"sqlite:///{workdir / 'store.sqlite3'}"
+    store = {"postgresql": args.pg, "sqlite": f"sqlite:///{workdir / 'store.sqlite3'}"}.get(engine or "", "")
     os.environ.update({
         "BENCH_MODE": app_mode, "BENCH_BROKER": broker, "BENCH_BACKEND": backend, "BENCH_STORE": store,
         "BENCH_SCHEMA": args.schema if engine == "postgresql" else "", "BENCH_STATS_DIR": str(workdir),
     })
-    flush_redis(broker)
-    flush_redis(backend)
-
     result = ChainResult(mode)
     worker: subprocess.Popen[bytes] | None = None
     bench: Any = None
     try:
+        if engine == "postgresql":
+            pg_execute(args.pg, f'DROP SCHEMA IF EXISTS "{args.schema}" CASCADE')
+        flush_redis(broker)
+        flush_redis(backend)
         bench = importlib.import_module("benchmarks.bench_app")
         if bench.durable is not None:
             bench.durable.upgrade_database()
@@ -277,11 +281,12 @@ def chain_child(args: argparse.Namespace) -> dict[str, Any]:
         worker_after = wait_for_file(workdir / "after.json", deadline, alive, "the second snapshot")
 
         # Latency: one chain at a time, start call to journaled/stored finish, divided by the chain length.
+        # The completion time is the recorded one, so the polling interval only spaces the chains out.
         per_step: list[float] = []
         for _ in range(args.latency_chains):
             begun = time.time()
             handle = runner.start()
-            per_step.append((runner.wait(handle, deadline, 0.005) - begun) / CHAIN_LENGTH)
+            per_step.append((runner.wait(handle, deadline, 0.02) - begun) / CHAIN_LENGTH)
 
         steps = args.chains * CHAIN_LENGTH
         result.chains, result.steps, result.wall = args.chains, steps, wall
@@ -309,9 +314,9 @@ def chain_child(args: argparse.Namespace) -> dict[str, Any]:
             bench.durable.identity.stop()
             bench.durable.store.dispose()
         if engine == "postgresql":
-            pg_execute(args.pg, f'DROP SCHEMA IF EXISTS "{args.schema}" CASCADE')
-        flush_redis(broker)
-        flush_redis(backend)
+            quietly(pg_execute, args.pg, f'DROP SCHEMA IF EXISTS "{args.schema}" CASCADE')
+        quietly(flush_redis, broker)
+        quietly(flush_redis, backend)
         shutil.rmtree(workdir, ignore_errors=True)
     return asdict(result)
 
@@ -337,10 +342,8 @@ def bump(value: int) -> int:
     return value + 1
 
 
-def time_workflows(call: Callable[[], Any], warmup: int, count: int, deadline: float) -> list[float]:
-    """Call ``call`` ``warmup`` times untimed, then ``count`` times; returns each timed call's seconds."""
-    for _ in range(warmup):
-        call()
+def time_workflows(call: Callable[[], Any], count: int, deadline: float) -> list[float]:
+    """Call ``call`` ``count`` times, one after another; returns each call's seconds."""
     durations: list[float] = []
     for _ in range(count):
         if time.monotonic() > deadline:
@@ -392,13 +395,13 @@ def inline_durable(args: argparse.Namespace, workdir: Path, deadline: float) -> 
         for _ in range(args.warmup):
             call()
         commits = durable.store.commits
-        durations = time_workflows(call, 0, args.workflows, deadline)
+        durations = time_workflows(call, args.workflows, deadline)
         fill_inline(result, durations, durable.store.commits - commits)
     finally:
         durable.identity.stop()
         durable.store.dispose()
         if args.engine == "postgresql":
-            pg_execute(args.pg, f'DROP SCHEMA IF EXISTS "{args.schema}" CASCADE')
+            quietly(pg_execute, args.pg, f'DROP SCHEMA IF EXISTS "{args.schema}" CASCADE')
     return result
 
 
@@ -446,12 +449,12 @@ def inline_dbos(args: argparse.Namespace, workdir: Path, deadline: float) -> Inl
         for _ in range(args.warmup):
             call()
         before = commits
-        durations = time_workflows(call, 0, args.workflows, deadline)
+        durations = time_workflows(call, args.workflows, deadline)
         fill_inline(result, durations, commits - before)
     finally:
         DBOS.destroy(destroy_registry=True)
         if args.engine == "postgresql":
-            pg_execute(args.pg, f'DROP DATABASE IF EXISTS "{args.dbos_database}" WITH (FORCE)')
+            quietly(pg_execute, args.pg, f'DROP DATABASE IF EXISTS "{args.dbos_database}" WITH (FORCE)')
     return result
 
 
@@ -484,6 +487,19 @@ class Plan:
     tag: str = field(default_factory=lambda: f"{os.getpid()}")
 
 
+def kill_group(child: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL, the process group this script created for ``child``."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(child.pid, sig)
+            child.wait(timeout=15)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+        except ProcessLookupError:
+            return
+
+
 def run_child(argv: list[str], budget: float, progress: Any) -> dict[str, Any]:
     """Run ``run.py <argv>`` in its own process group; kill the group (worker included) on overrun."""
     with tempfile.TemporaryDirectory(prefix="durable-bench-") as tmp:
@@ -496,18 +512,16 @@ def run_child(argv: list[str], budget: float, progress: Any) -> dict[str, Any]:
         try:
             child.wait(timeout=budget + 60)  # the child has its own deadline; this is the backstop
         except subprocess.TimeoutExpired:
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                try:
-                    os.killpg(child.pid, sig)
-                    child.wait(timeout=15)
-                    break
-                except (subprocess.TimeoutExpired, ProcessLookupError):
-                    continue
+            progress.print(f"[red]{' '.join(argv[:3])} overran its budget of {budget:.0f} s; killed.[/]")
+        finally:  # also on Ctrl-C: never leave a child or its worker behind
+            if child.poll() is None:
+                kill_group(child)
         if out.exists():
             data: dict[str, Any] = json.loads(out.read_text())
             return data
         tail = log_path.read_text(errors="replace")[-3000:] if log_path.exists() else ""
-        progress.print(f"[red]{' '.join(argv[:3])} produced no result (exit {child.returncode}).[/]\n{tail}")
+        progress.print(f"[red]{' '.join(argv[:3])} produced no result (exit {child.returncode}).[/]")
+        progress.print(tail, markup=False, highlight=False)
         return {"error": f"no result (exit status {child.returncode})"}
 
 
@@ -521,43 +535,56 @@ def inline_budget(plan: Plan) -> float:
 
 def run_chains(plan: Plan, progress: Any) -> dict[str, dict[str, Any]]:
     results: dict[str, dict[str, Any]] = {}
-    for mode in CHAIN_MODES:
-        progress.print(f"[dim]table 1: {CHAIN_LABELS[mode]} ({plan.chains} chains)...[/]")
-        argv = ["_chains", "--mode", mode, "--chains", str(plan.chains),
-                "--latency-chains", str(plan.latency_chains), "--warmup", str(plan.chain_warmup),
-                "--pg", plan.pg, "--redis", plan.redis, "--broker-db", str(plan.broker_db),
-                "--results-db", str(plan.results_db), "--schema", f"durable_bench_chains_{plan.tag}"]
-        results[mode] = {"mode": mode, **run_child(argv, chain_budget(plan), progress)}
-        if results[mode].get("error"):
-            progress.print(f"[red]{mode} failed:[/] {results[mode]['error']}")
-    try:  # a child killed at its deadline cannot drop its schema: make sure nothing is left behind
-        pg_execute(plan.pg, f'DROP SCHEMA IF EXISTS "durable_bench_chains_{plan.tag}" CASCADE')
-    except Exception as exc:
-        progress.print(f"[yellow]could not drop the benchmark schema: {exc}[/]")
+    try:
+        for mode in CHAIN_MODES:
+            progress.print(f"[dim]table 1: {CHAIN_LABELS[mode]} ({plan.chains} chains)...[/]")
+            argv = ["_chains", "--mode", mode, "--chains", str(plan.chains),
+                    "--latency-chains", str(plan.latency_chains), "--warmup", str(plan.chain_warmup),
+                    "--pg", plan.pg, "--redis", plan.redis, "--broker-db", str(plan.broker_db),
+                    "--results-db", str(plan.results_db), "--schema", f"durable_bench_chains_{plan.tag}"]
+            results[mode] = {"mode": mode, **run_child(argv, chain_budget(plan), progress)}
+            if results[mode].get("error"):
+                progress.print(f"[red]{mode} failed:[/]")
+                progress.print(results[mode]["error"], markup=False, highlight=False)
+    finally:  # a killed child cannot drop its schema: make sure nothing is left behind
+        try:
+            pg_execute(plan.pg, f'DROP SCHEMA IF EXISTS "durable_bench_chains_{plan.tag}" CASCADE')
+        except Exception as exc:
+            progress.print(f"[yellow]could not drop the benchmark schema: {exc}[/]")
     return results
 
 
 def run_inline(plan: Plan, progress: Any) -> dict[tuple[str, str], dict[str, Any]]:
     results: dict[tuple[str, str], dict[str, Any]] = {}
-    for engine in ENGINES:
-        for system in ("durable", "dbos"):
-            name = "durable-tasks" if system == "durable" else "DBOS"
-            progress.print(f"[dim]table 2: {name} on {ENGINE_LABELS[engine]} "
-                           f"({plan.workflows} workflows)...[/]")
-            argv = ["_inline", "--system", system, "--engine", engine, "--workflows", str(plan.workflows),
-                    "--warmup", str(plan.workflow_warmup), "--pg", plan.pg, "--redis", plan.redis,
-                    "--broker-db", str(plan.broker_db), "--schema", f"durable_bench_inline_{plan.tag}",
-                    "--dbos-database", f"durable_bench_dbos_{plan.tag}"]
-            results[(system, engine)] = {"system": name, "engine": engine,
-                                         **run_child(argv, inline_budget(plan), progress)}
-            if results[(system, engine)].get("error"):
-                progress.print(f"[red]{name} on {engine} failed:[/] {results[(system, engine)]['error']}")
     try:
-        pg_execute(plan.pg, f'DROP SCHEMA IF EXISTS "durable_bench_inline_{plan.tag}" CASCADE',
-                   f'DROP DATABASE IF EXISTS "durable_bench_dbos_{plan.tag}" WITH (FORCE)')
-    except Exception as exc:
-        progress.print(f"[yellow]could not drop the benchmark schema/database: {exc}[/]")
+        for engine in ENGINES:
+            for system in ("durable", "dbos"):
+                name = "durable-tasks" if system == "durable" else "DBOS"
+                progress.print(f"[dim]table 2: {name} on {ENGINE_LABELS[engine]} "
+                               f"({plan.workflows} workflows)...[/]")
+                argv = ["_inline", "--system", system, "--engine", engine, "--workflows", str(plan.workflows),
+                        "--warmup", str(plan.workflow_warmup), "--pg", plan.pg, "--redis", plan.redis,
+                        "--broker-db", str(plan.broker_db), "--schema", f"durable_bench_inline_{plan.tag}",
+                        "--dbos-database", f"durable_bench_dbos_{plan.tag}"]
+                results[(system, engine)] = {"system": name, "engine": engine,
+                                             **run_child(argv, inline_budget(plan), progress)}
+                if results[(system, engine)].get("error"):
+                    progress.print(f"[red]{name} on {engine} failed:[/]")
+                    progress.print(results[(system, engine)]["error"], markup=False, highlight=False)
+    finally:  # a killed child cannot drop its schema or database: make sure nothing is left behind
+        try:
+            pg_execute(plan.pg, f'DROP SCHEMA IF EXISTS "durable_bench_inline_{plan.tag}" CASCADE',
+                       f'DROP DATABASE IF EXISTS "durable_bench_dbos_{plan.tag}" WITH (FORCE)')
+        except Exception as exc:
+            progress.print(f"[yellow]could not drop the benchmark schema/database: {exc}[/]")
     return results
+
+
+def first_line(text: str) -> str:
+    """The first line of an error, escaped for rich markup."""
+    from rich.markup import escape
+
+    return escape(text.strip().splitlines()[0]) if text.strip() else "unknown error"
 
 
 def verdict(met: bool) -> str:
@@ -591,20 +618,21 @@ def chains_table(plan: Plan, results: dict[str, dict[str, Any]]) -> tuple[Any, l
             "-" if is_plain or not plain_ok else f"{data['step_p99_ms'] - plain['step_p99_ms']:+.2f}",
             f"{data['messages_per_step']:.2f}", f"{data['commits_per_step']:.2f}",
         )
-    lines: list[str] = []
+    lines = [f"[red]error[/]: {CHAIN_LABELS[mode]}: {first_line(data['error'])}"
+             for mode, data in results.items() if data.get("error")]
     pg = results.get("durable-pg", {})
     if plain_ok and pg and not pg.get("error"):
         ratio = pg["steps_per_s"] / plain["steps_per_s"]
-        lines.append(f"durable.chain on PostgreSQL at >= {TARGET_RATIO_PG}x plain steps/s: {ratio:.2f}x, "
+        lines.append(f"target: durable.chain on PostgreSQL at >= {TARGET_RATIO_PG}x plain steps/s: {ratio:.2f}x, "
                      f"{verdict(ratio >= TARGET_RATIO_PG)}")
     for mode in ("durable-pg", "durable-sqlite"):
         data = results.get(mode, {})
         if not data or data.get("error"):
             continue
         messages, commits, steps = data["messages_per_step"], data["commits_per_step"], data["steps"]
-        lines.append(f"{CHAIN_LABELS[mode]}: {TARGET_MESSAGES:.0f} broker message per step: {messages:.2f}, "
+        lines.append(f"target: {CHAIN_LABELS[mode]}: {TARGET_MESSAGES:.0f} broker message per step: {messages:.2f}, "
                      f"{verdict(messages <= TARGET_MESSAGES + 0.005)}")
-        lines.append(f"{CHAIN_LABELS[mode]}: at most {TARGET_COMMITS:.0f} commits per step: {commits:.2f} "
+        lines.append(f"target: {CHAIN_LABELS[mode]}: at most {TARGET_COMMITS:.0f} commits per step: {commits:.2f} "
                      f"(worker {data['commits_worker'] / steps:.2f} + benchmark process "
                      f"{data['commits_bench'] / steps:.2f}), {verdict(commits <= TARGET_COMMITS + 0.005)}")
     return table, lines
@@ -630,6 +658,8 @@ def inline_table(plan: Plan, results: dict[tuple[str, str], dict[str, Any]]) -> 
                 continue
             if data.get("error"):
                 table.add_row(ENGINE_LABELS[engine], data["system"], *["-"] * 6, style="red")
+                lines.append(f"[red]error[/]: {data['system']} on {ENGINE_LABELS[engine]}: "
+                             f"{first_line(data['error'])}")
                 continue
             table.add_row(
                 ENGINE_LABELS[engine], data["system"], f"{data['wall']:.2f}", f"{data['steps_per_s']:.0f}",
@@ -638,13 +668,19 @@ def inline_table(plan: Plan, results: dict[tuple[str, str], dict[str, Any]]) -> 
                 f"{ratio:.2f}x" if is_ours and ratio is not None else "",
             )
         if ratio is not None:
-            lines.append(f"inline steps on {ENGINE_LABELS[engine]} at >= {TARGET_DBOS_RATIO:.0f}x DBOS: "
+            lines.append(f"target: inline steps on {ENGINE_LABELS[engine]} at >= {TARGET_DBOS_RATIO:.0f}x DBOS: "
                          f"{ratio:.2f}x, {verdict(ratio >= TARGET_DBOS_RATIO)}")
     return table, lines
 
 
+def _terminate(signum: int, _frame: Any) -> None:
+    raise SystemExit(128 + signum)  # unwinds through the clean-up in run_child/run_chains/run_inline
+
+
 def parent(args: argparse.Namespace) -> int:
     from rich.console import Console
+
+    signal.signal(signal.SIGTERM, _terminate)
 
     console = Console(width=None if sys.stdout.isatty() else 150)
     progress = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
@@ -664,7 +700,7 @@ def parent(args: argparse.Namespace) -> int:
         table, lines = chains_table(plan, chain_results)
         console.print(table)
         for line in lines:
-            console.print(f"  target: {line}")
+            console.print(f"  {line}")
         console.print()
         for mode, data in chain_results.items():
             if not data.get("error") and not data.get("clean_shutdown"):
@@ -675,7 +711,7 @@ def parent(args: argparse.Namespace) -> int:
         table, lines = inline_table(plan, inline_results)
         console.print(table)
         for line in lines:
-            console.print(f"  target: {line}")
+            console.print(f"  {line}")
         failed |= any(data.get("error") for data in inline_results.values())
     progress.print(f"[dim]finished in {time.monotonic() - began:.0f} s[/]")
     return 1 if failed else 0

@@ -207,7 +207,8 @@ class Durable:
 
     def fork(self, run_id: str, from_step: str) -> RunHandle:
         """A new run that reuses the journal before ``from_step`` and runs the rest on the current code."""
-        return self.run(self.operations.fork(run_id, from_step))
+        workflow = self.registry.workflows.get(self.run(run_id).info().workflow)
+        return self.run(self.operations.fork(run_id, from_step, workflow.fingerprint if workflow else None))
 
     def prune(self, older_than: float | str, status: str | None = None) -> int:
         """Delete finished runs older than ``older_than`` (``"30d"``), with their journals."""

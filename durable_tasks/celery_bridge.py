@@ -44,6 +44,7 @@ class CeleryPublisher:
             }}
             self.app.send_task(payload["task"], args=payload["args"], kwargs=payload["kwargs"],
                                task_id=payload["task_id"], headers=headers, add_to_parent=False,
+                               retries=payload["attempt"] - 1,  # task.request.retries as under Celery
                                **payload.get("options", {}))
         elif message.kind == ADVANCE:
             options = {"queue": self.queue} if self.queue else {}
@@ -72,7 +73,9 @@ class WorkerServices:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         settings = durable.settings
-        relay_every = min(max(settings.redelivery_after / 4, 0.2), 5.0)
+        # The relay's first query is a cheap read; running it every second lets the CLI's messages (left
+        # in the outbox with publish_after=now) leave within about a second.
+        relay_every = min(1.0, max(settings.redelivery_after / 4, 0.2))
         self._duties: list[tuple[str, float, Callable[[], Any]]] = [
             ("timers", settings.timer_interval, durable.timers.fire_due),
             ("relay", relay_every, self._relay),

@@ -26,7 +26,9 @@ from .store import queries
 from .store.database import Store
 from .store.engine import default_store_url
 from .store.queries import OutboxMessage
+from .store.schema import ACTIVE_STATUSES, FINISHED_STATUSES
 
+RUN_STATUSES = [*ACTIVE_STATUSES, *FINISHED_STATUSES]
 console = Console(width=None if sys.stdout.isatty() else 160)
 
 
@@ -143,7 +145,7 @@ def runs() -> None:
 
 
 @runs.command("list")
-@click.option("--status", help="Only runs with this status (failed, running, ...).")
+@click.option("--status", type=click.Choice(RUN_STATUSES), help="Only runs with this status.")
 @click.option("--workflow", help="Only runs of this workflow.")
 @click.option("--limit", default=50, show_default=True)
 @click.pass_context
@@ -179,13 +181,13 @@ def runs_show(ctx: click.Context, run_id: str, show_tracebacks: bool) -> None:
                     console.print(attempt.traceback, markup=False, highlight=False)
 
 
-def _operate(ctx: click.Context, action: str, call: Any) -> Any:
+def _operate(ctx: click.Context, call: Any, done: Any) -> None:
+    """Run an operation; ``done(value)`` says what happened."""
     try:
         value = call(_context(ctx).operations)
     except DurableError as exc:
         _fail(exc)
-    console.print(action)
-    return value
+    console.print(done(value))
 
 
 @runs.command("resume")
@@ -193,7 +195,7 @@ def _operate(ctx: click.Context, action: str, call: Any) -> Any:
 @click.pass_context
 def runs_resume(ctx: click.Context, run_id: str) -> None:
     """Continue a failed run at its failed step (after you fixed the cause)."""
-    _operate(ctx, f"Run {run_id} resumes at its failed step.", lambda ops: ops.resume(run_id))
+    _operate(ctx, lambda ops: ops.resume(run_id), lambda _: f"Run {run_id} resumes at its failed step.")
 
 
 @runs.command("retry-step")
@@ -202,7 +204,7 @@ def runs_resume(ctx: click.Context, run_id: str) -> None:
 @click.pass_context
 def runs_retry_step(ctx: click.Context, run_id: str, step: str) -> None:
     """Run a failed step, or one waiting out its backoff, again now."""
-    _operate(ctx, f"Step {step!r} of run {run_id} runs again.", lambda ops: ops.retry_step(run_id, step))
+    _operate(ctx, lambda ops: ops.retry_step(run_id, step), lambda _: f"Step {step!r} of run {run_id} runs again.")
 
 
 @runs.command("cancel")
@@ -211,7 +213,7 @@ def runs_retry_step(ctx: click.Context, run_id: str, step: str) -> None:
 @click.pass_context
 def runs_cancel(ctx: click.Context, run_id: str, reason: str) -> None:
     """Cancel a run: nothing new starts, running steps can see it."""
-    _operate(ctx, f"Run {run_id} is cancelled.", lambda ops: ops.cancel(run_id, reason))
+    _operate(ctx, lambda ops: ops.cancel(run_id, reason), lambda _: f"Run {run_id} is cancelled.")
 
 
 @runs.command("fork")
@@ -220,8 +222,8 @@ def runs_cancel(ctx: click.Context, run_id: str, reason: str) -> None:
 @click.pass_context
 def runs_fork(ctx: click.Context, run_id: str, from_step: str) -> None:
     """Start a new run that reuses the journal before STEP (replay after a fix)."""
-    new_id = _operate(ctx, "", lambda ops: ops.fork(run_id, from_step))
-    console.print(f"Forked run {run_id} from step {from_step!r} as run {new_id}.")
+    _operate(ctx, lambda ops: ops.fork(run_id, from_step),
+             lambda new_id: f"Forked run {run_id} from step {from_step!r} as run {new_id}.")
 
 
 @runs.command("prune")
@@ -234,8 +236,8 @@ def runs_prune(ctx: click.Context, older_than: str, status: str | None) -> None:
         seconds = parse_duration(older_than)
     except DurableError as exc:
         _fail(exc)
-    deleted = _operate(ctx, "", lambda ops: ops.prune(seconds, status))
-    console.print(f"Deleted {deleted} finished run(s) older than {older_than}.")
+    _operate(ctx, lambda ops: ops.prune(seconds, status),
+             lambda deleted: f"Deleted {deleted} finished run(s) older than {older_than}.")
 
 
 @main.command()

@@ -46,10 +46,12 @@ from .transitions import (
     StepRow,
     error_record,
     fail_or_retry,
+    lost_attempt,
     policy_decision,
     record_attempt,
     send_advance,
     send_dispatch,
+    succeed_step,
 )
 from .workflow import INLINE, MARKER, SLEEP, TASK, WorkflowContext
 
@@ -199,15 +201,29 @@ class Replay:
     def run_inline(self, position: int, step_key: str, fn: Callable[..., Any], args: tuple[Any, ...],
                    kwargs: dict[str, Any], row: Any) -> Any:
         run_id = self.run.id
-        attempt = row.attempt if row is not None else 1
-        policy: RetryPolicy = getattr(fn, STEP_RETRY_ATTR, None) or self.workflow.retry or NO_RETRY
+        conn = self.uow.conn
+        worker = self.durable.identity.worker_id
         name = getattr(fn, "__name__", step_key)
-        self.uow.commit()  # publish what the replay started; hold no lock while user code runs
+        policy: RetryPolicy = getattr(fn, STEP_RETRY_ATTR, None) or self.workflow.retry or NO_RETRY
+        attempt = row.attempt if row is not None else 1
+        if row is not None and row.status == STEP_RUNNING:
+            # An attempt died with its process (this coordinator now holds the lease): journal it as lost.
+            lost = lost_attempt(self.uow, row, self.durable.settings.max_lost_attempts)
+            if lost is not None:
+                return lost
+            attempt += 1
         started = time.time()
-        info = StepInfo(run_id, step_key, position, attempt, self.durable.is_cancelled)
+        if row is None:
+            queries.insert_step(conn, run_id=run_id, position=position, step_key=step_key, kind=INLINE, name=name,
+                                status=STEP_RUNNING, attempt=attempt, worker=worker, created_at=started,
+                                started_at=started)
+        else:
+            queries.update_step(conn, run_id, position, status=STEP_RUNNING, attempt=attempt, worker=worker,
+                                started_at=started)
+        self.uow.commit()  # publish what the replay started; hold no lock while user code runs
         failure: BaseException | None = None
         try:
-            with running_step(info):
+            with running_step(StepInfo(run_id, step_key, position, attempt, self.durable.is_cancelled)):
                 value = fn(*args, **kwargs)
             if policy.timeout and time.time() - started > float(policy.timeout):  # type: ignore[arg-type]
                 raise TimeoutError(f"took {time.time() - started:.1f}s, over its timeout of {policy.timeout}s")
@@ -216,28 +232,14 @@ class Replay:
         except Exception as exc:
             failure = exc
         self.uow.begin()
-        now = time.time()
-        worker = self.durable.identity.worker_id
-        if failure is None:
-            if row is None:
-                queries.insert_step(self.uow.conn, run_id=run_id, position=position, step_key=step_key,
-                                    kind=INLINE, name=name, status=STEP_SUCCEEDED, attempt=attempt, result=text,
-                                    worker=worker, created_at=started, started_at=started, finished_at=now)
-            else:
-                queries.update_step(self.uow.conn, run_id, position, status=STEP_SUCCEEDED, result=text,
-                                    error=None, worker=worker, started_at=started, finished_at=now)
-            step = StepRow(run_id, position, step_key, INLINE, name, STEP_SUCCEEDED, attempt, result=text)
-            record_attempt(self.uow, step, attempt, status=STEP_SUCCEEDED, worker=worker, started_at=started)
-            return step
-        error = error_record(failure, step_key=step_key, attempt=attempt)
-        if row is None:
-            queries.insert_step(self.uow.conn, run_id=run_id, position=position, step_key=step_key, kind=INLINE,
-                                name=name, status=STEP_RUNNING, attempt=attempt, worker=worker,
-                                created_at=started, started_at=started)
         step = StepRow(run_id, position, step_key, INLINE, name, STEP_RUNNING, attempt)
-        record_attempt(self.uow, step, attempt, status=STEP_FAILED, worker=worker, started_at=started,
-                       error=error)
-        retry, delay = policy_decision(policy, attempt, failure)
+        if failure is None:
+            succeed_step(self.uow, run_id, position, text)
+            record_attempt(self.uow, step, attempt, status=STEP_SUCCEEDED, worker=worker, started_at=started)
+            return StepRow(run_id, position, step_key, INLINE, name, STEP_SUCCEEDED, attempt, result=text)
+        error = error_record(failure, step_key=step_key, attempt=attempt)
+        record_attempt(self.uow, step, attempt, status=STEP_FAILED, worker=worker, started_at=started, error=error)
+        retry, delay = policy_decision(self.uow, policy, step, failure)
         status = fail_or_retry(self.uow, step, attempt, error, retry=retry, delay=delay)
         logger.info("Inline step %r of run %s failed on attempt %d (%s: %s); %s.", step_key, run_id, attempt,
                     type(failure).__name__, failure, f"retrying in {delay:.1f}s" if retry else "giving up")

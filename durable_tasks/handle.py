@@ -136,8 +136,9 @@ class RunHandle:
             if info.status == FAILED:
                 error = info.error or {}
                 raise WorkflowFailedError(
-                    f"Run {self.id} ({info.workflow}) failed: {error.get('type')}: {error.get('message')}. "
-                    f"Fix the cause, then `durable runs resume {self.id}`.", run_id=self.id, error=error)
+                    f"Run {self.id} ({info.workflow}) failed: {error.get('type')}: "
+                    f"{str(error.get('message')).rstrip('.')}. Fix the cause, then `durable runs resume {self.id}`.",
+                    run_id=self.id, error=error)
             if info.status == CANCELLED:
                 raise RunCancelledError(f"Run {self.id} ({info.workflow}) was cancelled.")
             if deadline is not None and time.monotonic() >= deadline:

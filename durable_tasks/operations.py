@@ -33,7 +33,7 @@ from .store.schema import (
     SUCCEEDED,
 )
 from .transitions import record_attempt, redispatch, send_advance
-from .workflow import MARKER, SLEEP, TASK
+from .workflow import MARKER, TASK
 
 RESUMED = "resumed"
 
@@ -54,8 +54,9 @@ class Operations:
     def resume(self, run_id: str) -> None:
         """Continue a ``failed`` run at the step that failed; finished steps stay finished.
 
-        Run it after fixing the cause (code, data, an outside service). Every failed step gets a fresh
-        attempt with a fresh retry budget.
+        Run it after fixing the cause (code, data, an outside service). The step that parked the run, and
+        any failed step after it (fan-out), gets a new attempt with a fresh retry budget; failed steps the
+        workflow handled before that point stay as they are, so the replay takes the same path.
         """
         with self.unit_of_work() as uow:
             run = self._run(uow, run_id)
@@ -65,8 +66,11 @@ class Operations:
                     + ("Use `durable runs retry-step` to skip a retry wait." if run.status in ACTIVE_STATUSES
                        else "Use `durable runs fork` to replay a finished run.")
                 )
-            for step in queries.load_journal(uow.conn, run_id).values():
-                if step.status == STEP_FAILED:
+            journal = queries.load_journal(uow.conn, run_id).values()
+            failed_key = (json.loads(run.error or "{}") or {}).get("step")
+            parked_at = next((step.position for step in journal if step.step_key == failed_key), None)
+            for step in journal:
+                if step.status == STEP_FAILED and parked_at is not None and step.position >= parked_at:
                     self._restart_step(uow, step)
             queries.update_run(uow.conn, run_id, status=RUNNING, error=None, result=None, finished_at=None,
                                updated_at=time.time())
@@ -95,9 +99,13 @@ class Operations:
             send_advance(uow, run_id)
 
     def _restart_step(self, uow: UnitOfWork, step: Any) -> None:
+        if step.kind == TASK and not step.request:
+            # It failed before its message left (unknown task, bad arguments): the replay starts it afresh.
+            queries.delete_step(uow.conn, step.run_id, step.position)
+            return
         attempt = step.attempt + 1
         record_attempt(uow, step, attempt, status=RESUMED, worker=None, started_at=None)
-        if step.kind == TASK and step.request:
+        if step.kind == TASK:
             redispatch(uow, step, attempt)
         else:  # inline steps run again at the next replay
             queries.update_step(uow.conn, step.run_id, step.position, status=STEP_DISPATCHED, attempt=attempt,
@@ -118,11 +126,12 @@ class Operations:
                                error=json.dumps({"type": "cancelled", "message": reason}), finished_at=now,
                                updated_at=now)
 
-    def fork(self, run_id: str, from_step: str) -> str:
+    def fork(self, run_id: str, from_step: str, fingerprint: str | None = None) -> str:
         """Start a new run of the same workflow and input that reuses the journal before ``from_step``.
 
         Replay after a fix: the steps before ``from_step`` keep their recorded results; ``from_step`` and
-        everything after it run again, on the current code. Returns the new run's id.
+        everything after it run again, on the current code (``fingerprint`` records that code). Returns the
+        new run's id.
         """
         now = time.time()
         with self.unit_of_work() as uow:
@@ -141,11 +150,9 @@ class Operations:
                 )
             new_id = str(uuid4())
             queries.insert_run(uow.conn, id=new_id, workflow=run.workflow, status=PENDING, input=run.input,
-                               fingerprint=run.fingerprint, created_at=now, updated_at=now)
+                               fingerprint=fingerprint or run.fingerprint, created_at=now, updated_at=now)
             for row in kept:
                 values = {key: getattr(row, key) for key in row._fields if key != "run_id"}
-                if row.kind == SLEEP:
-                    values["status"] = STEP_SUCCEEDED
                 queries.insert_step(uow.conn, run_id=new_id, **values)
             send_advance(uow, new_id)
         return new_id

@@ -15,20 +15,16 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from itertools import takewhile
 from typing import TYPE_CHECKING
 
-from .errors import WorkerLostError
 from .store import queries
-from .transitions import fail_or_retry, record_attempt, redispatch, send_advance
+from .transitions import lost_attempt, redispatch, send_advance
 
 if TYPE_CHECKING:
     from .app import Durable
 
 logger = logging.getLogger("durable_tasks.recovery")
 
-LOST = "lost"
-WORKER_LOST = f"{WorkerLostError.__module__}.{WorkerLostError.__qualname__}"
 
 
 @dataclass
@@ -50,26 +46,13 @@ def sweep(durable: Durable, *, limit: int = 500) -> SweepReport:
         cutoff = now - settings.worker_timeout
         live = queries.live_workers(uow.conn, cutoff)
         for step in queries.orphaned_steps(uow.conn, live, cutoff, limit):
-            error = {"type": WORKER_LOST, "step": step.step_key, "attempt": step.attempt,
-                     "message": f"worker {step.worker} stopped heartbeating while it ran attempt "
-                                f"{step.attempt} of step {step.step_key!r}"}
-            record_attempt(uow, step, step.attempt, status=LOST, worker=step.worker, started_at=step.started_at,
-                           error=error)
-            recent = queries.recent_attempt_statuses(uow.conn, step.run_id, step.position,
-                                                     settings.max_lost_attempts)
-            lost = len(list(takewhile(lambda status: status == LOST, recent)))  # losses in a row
-            if lost >= settings.max_lost_attempts:
-                error["message"] += (f"; lost {lost} times (max_lost_attempts={settings.max_lost_attempts}), "
-                                     "so the run is parked: find out why the step kills its worker, then "
-                                     f"`durable runs resume {step.run_id}`")
-                fail_or_retry(uow, step, step.attempt, error, retry=False, delay=0)
-                send_advance(uow, step.run_id)
+            if lost_attempt(uow, step, settings.max_lost_attempts) is not None:
+                send_advance(uow, step.run_id)  # the replay parks the run on the failed step
                 report.parked += 1
             else:
                 redispatch(uow, step, step.attempt + 1)
                 report.redispatched += 1
-            logger.warning("Step %r of run %s was held by dead worker %s: %s.", step.step_key, step.run_id,
-                           step.worker, "parked" if lost >= settings.max_lost_attempts else "dispatched again")
+            logger.warning("Step %r of run %s was held by dead worker %s.", step.step_key, step.run_id, step.worker)
         for run_id in queries.expired_leases(uow.conn, now, limit):
             queries.update_run(uow.conn, run_id, lease_owner=None, lease_until=None)
             send_advance(uow, run_id)

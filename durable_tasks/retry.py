@@ -118,13 +118,15 @@ def from_celery_options(task: Any) -> RetryPolicy | None:
     autoretry_for = tuple(getattr(task, "autoretry_for", ()) or ())
     if not autoretry_for:
         return None
-    max_retries = getattr(task, "max_retries", 3)
+    retry_kwargs = dict(getattr(task, "retry_kwargs", None) or {})
+    max_retries = retry_kwargs.get("max_retries", getattr(task, "max_retries", 3))
     retry_backoff = getattr(task, "retry_backoff", False)
+    fixed_delay = float(retry_kwargs.get("countdown", getattr(task, "default_retry_delay", 180)))
     return RetryPolicy(
         max_attempts=1_000_000 if max_retries is None else max_retries + 1,
         backoff="exponential" if retry_backoff else "fixed",
-        initial=float(retry_backoff) if retry_backoff else float(getattr(task, "default_retry_delay", 180)),
-        maximum=float(getattr(task, "retry_backoff_max", 600)),
+        initial=float(retry_backoff) if retry_backoff else fixed_delay,
+        maximum=float(getattr(task, "retry_backoff_max", 600)) if retry_backoff else fixed_delay,
         jitter=0.5 if retry_backoff and getattr(task, "retry_jitter", True) else 0.0,
         retry_on=autoretry_for,
         dont_retry=tuple(getattr(task, "dont_autoretry_for", ()) or ()),

@@ -156,10 +156,10 @@ def _record_failure(durable: Durable, task: Any, headers: dict[str, Any], exc: B
         if step is None or step.attempt != attempt or step.status != STEP_RUNNING:
             return  # a stale attempt (the step was re-dispatched meanwhile): only the attempt row is kept
         if request is None:
-            retry, delay = policy_decision(RetryPolicy.from_json(headers.get("retry")), attempt, exc)
+            retry, delay = policy_decision(uow, RetryPolicy.from_json(headers.get("retry")), step, exc)
         else:  # task.retry() called in the body: Celery's own limits, waited out on a durable timer
             limit = request.max_retries if request.max_retries is not None else task.max_retries
-            retry = limit is None or attempt <= limit
+            retry = limit is None or queries.attempts_since_resume(uow.conn, run_id, position) <= limit
             delay = request.countdown if request.countdown is not None else float(task.default_retry_delay or 0)
         status = fail_or_retry(uow, step, attempt, error, retry=retry, delay=delay)
         logger.info("Step %r of run %s failed on attempt %d (%s: %s); %s.", headers["step_key"], run_id, attempt,

@@ -10,14 +10,19 @@ import json
 import time
 import traceback as tb
 from dataclasses import dataclass
+from itertools import takewhile
 from typing import Any
 from uuid import uuid4
 
+from .errors import WorkerLostError
 from .outbox import UnitOfWork
 from .retry import RetryPolicy
 from .store import queries
 from .store.queries import ADVANCE, DISPATCH
 from .store.schema import STEP_DISPATCHED, STEP_FAILED, STEP_RETRYING, STEP_SUCCEEDED
+
+LOST = "lost"
+WORKER_LOST = f"{WorkerLostError.__module__}.{WorkerLostError.__qualname__}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,10 +111,37 @@ def fail_or_retry(uow: UnitOfWork, step: Any, attempt: int, error: dict[str, Any
     return STEP_FAILED
 
 
-def policy_decision(policy: RetryPolicy, attempt: int, exc: BaseException) -> tuple[bool, float]:
-    """(retry?, seconds to wait) for attempt number ``attempt`` that failed with ``exc``."""
-    if policy.should_retry(attempt, exc):
-        return True, policy.delay(attempt)
+def lost_attempt(uow: UnitOfWork, step: Any, max_lost_attempts: int) -> StepRow | None:
+    """Journal that ``step``'s running attempt died with its worker.
+
+    Returns the failed step when that makes ``max_lost_attempts`` losses in a row (a step that kills its
+    worker must not loop forever), else None and the caller starts the next attempt.
+    """
+    error = {"type": WORKER_LOST, "step": step.step_key, "attempt": step.attempt,
+             "message": f"worker {step.worker} stopped heartbeating while it ran attempt {step.attempt} "
+                        f"of step {step.step_key!r}"}
+    record_attempt(uow, step, step.attempt, status=LOST, worker=step.worker, started_at=step.started_at,
+                   error=error)
+    recent = queries.recent_attempt_statuses(uow.conn, step.run_id, step.position, max_lost_attempts)
+    lost = len(list(takewhile(lambda status: status == LOST, recent)))
+    if lost < max_lost_attempts:
+        return None
+    error["message"] += (f"; lost {lost} times in a row (max_lost_attempts={max_lost_attempts}), so the run "
+                         f"is parked: find out why the step kills its worker, then `durable runs resume "
+                         f"{step.run_id}`")
+    fail_or_retry(uow, step, step.attempt, error, retry=False, delay=0)
+    return StepRow(step.run_id, step.position, step.step_key, step.kind, step.name, STEP_FAILED, step.attempt,
+                   error=json.dumps(error))
+
+
+def policy_decision(uow: UnitOfWork, policy: RetryPolicy, step: Any, exc: BaseException) -> tuple[bool, float]:
+    """(retry?, seconds to wait) after a failed attempt of ``step``, whose attempt row is already written.
+
+    The budget counts the attempts since the operator's last resume, so a resumed step gets a fresh one.
+    """
+    used = queries.attempts_since_resume(uow.conn, step.run_id, step.position)
+    if policy.should_retry(used, exc):
+        return True, policy.delay(used)
     return False, 0.0
 
 

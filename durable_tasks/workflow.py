@@ -17,7 +17,7 @@ from celery.canvas import Signature
 from .durations import parse_duration
 from .errors import NonDeterminismError, StepFailedError, Suspend
 from .serialization import loads
-from .store.schema import STEP_DISPATCHED, STEP_FAILED, STEP_SUCCEEDED
+from .store.schema import STEP_DISPATCHED, STEP_FAILED, STEP_RUNNING, STEP_SUCCEEDED
 
 if TYPE_CHECKING:
     from celery import Task
@@ -144,7 +144,7 @@ class WorkflowContext:
             summary = ctx.step("summarise", summarise, payment)
         """
         position, key, row = self._replayed(INLINE, name)
-        if row is None or row.status == STEP_DISPATCHED:
+        if row is None or row.status in (STEP_DISPATCHED, STEP_RUNNING):  # new, retried, or lost with a crash
             row = self._writer.run_inline(position, key, fn, args, kwargs, row)
         return StepFuture(key, row).result()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import takewhile
 from typing import Any
 
 from sqlalchemy import Connection, and_, case, delete, insert, or_, select, update
@@ -201,6 +202,10 @@ def find_step(conn: Connection, run_id: str, step_key: str) -> Any:
     return conn.execute(select(steps).where(steps.c.run_id == run_id, steps.c.step_key == step_key)).first()
 
 
+def delete_step(conn: Connection, run_id: str, position: int) -> None:
+    conn.execute(delete(steps).where(steps.c.run_id == run_id, steps.c.position == position))
+
+
 def update_step(conn: Connection, run_id: str, position: int, **values: Any) -> int:
     return conn.execute(
         update(steps).where(steps.c.run_id == run_id, steps.c.position == position).values(**values)
@@ -387,6 +392,12 @@ def orphaned_steps(conn: Connection, live: Sequence[str], started_before: float,
     if live:
         query = query.where(or_(steps.c.worker.is_(None), steps.c.worker.not_in(list(live))))
     return list(conn.execute(query))
+
+
+def attempts_since_resume(conn: Connection, run_id: str, position: int) -> int:
+    """Attempts of a step counted against its retry budget: those after the operator's last resume."""
+    statuses = recent_attempt_statuses(conn, run_id, position, 10_000)
+    return sum(1 for status in takewhile(lambda status: status != "resumed", statuses) if status != "lost")
 
 
 def recent_attempt_statuses(conn: Connection, run_id: str, position: int, limit: int) -> list[str]:

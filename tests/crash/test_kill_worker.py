@@ -94,6 +94,8 @@ def test_coordinator_killed_during_an_inline_step_is_taken_over(tmp_path: object
         counts = stack.execution_counts(run.id)
         assert counts["a"] == 1, "the inline step journaled before the crash did not run again"
         assert counts["b"] == 2 and counts["c"] == 1 and counts["d"] == 1
+        b = next(step for step in handle.steps() if step.step_key == "b")
+        assert [a.status for a in b.attempts] == ["lost", "succeeded"], "the attempt that died is journaled"
         assert_journal_never_re_executed(stack, [run.id])
     finally:
         stack.close()

@@ -52,7 +52,7 @@ def test_dead_broker_at_start_keeps_the_run_and_the_relay_sends_it_later(
     offline = Celery("offline", broker="redis://127.0.0.1:1/0", set_as_current=False)
     offline.conf.broker_connection_retry = False
     offline.conf.broker_transport_options = {"max_retries": 0}
-    offline_durable = Durable(offline, store=stack.store, schema=stack.schema, redelivery_after=0.5)
+    offline_durable = Durable(offline, store=stack.store, schema=stack.schema, redelivery_after=3)
     tasks = stack.client.tasks
     offline_durable.step(offline.task(name="t.add", shared=False)(tasks["add"].run))
     with caplog.at_level(logging.WARNING, logger="durable_tasks.outbox"):

@@ -129,3 +129,73 @@ def test_cli_db_upgrade_and_check(tmp_path: Any) -> None:
     assert before.exit_code == 1 and "durable db upgrade" in before.output
     assert runner.invoke(main, ["--store", store, "db", "upgrade"]).exit_code == 0
     assert runner.invoke(main, ["--store", store, "db", "check"]).exit_code == 0
+
+
+def _advance_pending(durable: Durable, run_id: str) -> None:
+    """Do what a worker does with the run's advance message, in this process."""
+    from durable_tasks import coordinator
+
+    coordinator.advance(durable, run_id)
+
+
+def test_resume_gives_a_fresh_retry_budget_and_keeps_handled_failures(durable: Durable) -> None:
+    from durable_tasks import RetryPolicy, StepFailedError
+
+    broken = {"on": True}
+
+    def always_fails() -> None:
+        raise ValueError("handled by the workflow")
+
+    @durable.step(retry=RetryPolicy(max_attempts=2, initial=0, jitter=0))
+    def fragile() -> str:
+        if broken["on"]:
+            raise ConnectionError("down")
+        return "up"
+
+    @durable.workflow(name="unit.resume")
+    def flow(ctx: Any) -> str:
+        try:
+            ctx.step("compensated", always_fails)
+        except StepFailedError:
+            pass
+        return ctx.step("fragile", fragile)
+
+    def settle(handle: Any) -> None:  # fire due retry timers and replay until the run stops moving
+        for _ in range(10):
+            durable.timers.fire_due()
+            _advance_pending(durable, handle.id)
+
+    handle = flow.run()
+    settle(handle)
+    assert handle.status == "failed"
+    durable.resume(handle.id)
+    settle(handle)
+    fragile_step = [s for s in handle.steps() if s.step_key == "fragile"][0]
+    assert [a.status for a in fragile_step.attempts] == ["failed", "failed", "resumed", "failed", "failed"]
+    broken["on"] = False
+    durable.resume(handle.id)
+    settle(handle)
+    assert handle.result(timeout=1) == "up"
+    compensated = [s for s in handle.steps() if s.step_key == "compensated"][0]
+    assert compensated.status == "failed" and len(compensated.attempts) == 1, "a handled failure is not restarted"
+
+
+def test_resume_restarts_a_step_that_failed_before_its_message_left(
+        app: Any, durable: Durable, tasks: dict[str, Any]) -> None:
+    @durable.workflow(name="unit.late_task")
+    def flow(ctx: Any) -> Any:
+        return ctx.run("u.late", 1)
+
+    handle = flow.run()
+    assert handle.status == "failed" and "not registered" in handle.info().error["message"]
+
+    @durable.step
+    @app.task(name="u.late", shared=False)
+    def late(x: int) -> int:  # the fix: the task is deployed
+        return x
+
+    durable.resume(handle.id)
+    _advance_pending(durable, handle.id)
+    assert [(s.step_key, s.status) for s in handle.steps()] == [("u.late", "dispatched")]
+    with durable.store.read() as conn:
+        assert "dispatch" in [row.kind for row in queries.pending_outbox(conn, handle.id)]
