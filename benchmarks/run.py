@@ -680,8 +680,6 @@ def _terminate(signum: int, _frame: Any) -> None:
 def parent(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    signal.signal(signal.SIGTERM, _terminate)
-
     console = Console(width=None if sys.stdout.isatty() else 150)
     progress = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
     quick = args.quick
@@ -764,6 +762,7 @@ def main(argv: list[str] | None = None) -> int:
         child.add_argument("--budget", type=float, default=300.0, help="seconds before the child gives up")
         child.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)  # so that a killed child still stops its worker and cleans up
     if args.internal == "_chains":
         write_json(args.out, chain_child(args))
         return 0
