@@ -8,13 +8,14 @@ from typing import Any, TypeVar, overload
 from uuid import uuid4
 
 from celery import Celery
+from celery.utils.imports import gen_task_name
 from sqlalchemy.exc import IntegrityError
 
 from . import coordinator
 from .celery_bridge import CeleryPublisher, install_bootstep, register_coordinator_task
 from .chain import CHAIN_WORKFLOW, ChainSleep, DurableChain, run_chain
 from .config import Settings, resolve_settings
-from .definitions import Registry, Workflow, qualified_name
+from .definitions import Registry, Workflow
 from .durations import parse_duration
 from .errors import ConfigurationError
 from .handle import RunHandle, RunRecord, StepRecord, load_steps
@@ -105,8 +106,8 @@ class Durable:
     def workflow(self, fn: Any = None, /, *, name: str | None = None, retry: RetryPolicy | None = None) -> Any:
         """Declare a durable workflow: a function ``fn(ctx, *args, **kwargs)`` replayed from its journal.
 
-        ``retry`` is the default policy of its steps. The name (default ``module.qualname``) is how
-        workers find the code, so keep it stable::
+        ``retry`` is the default policy of its steps. The name (default ``module.qualname``, named like
+        Celery names tasks) is how workers find the code, so keep it stable::
 
             @durable.workflow
             def checkout(ctx, order_id: int):
@@ -115,7 +116,9 @@ class Durable:
         """
 
         def decorate(function: Callable[..., Any]) -> Workflow[Any, Any]:
-            workflow: Workflow[Any, Any] = Workflow(self, function, name or qualified_name(function), retry)
+            # Named like Celery names tasks, so "__main__" becomes the app's main module name.
+            default = gen_task_name(self.app, function.__qualname__, function.__module__)
+            workflow: Workflow[Any, Any] = Workflow(self, function, name or default, retry)
             self.registry.add(workflow)
             return workflow
 

@@ -19,10 +19,6 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def qualified_name(fn: Callable[..., Any]) -> str:
-    return f"{fn.__module__}.{fn.__qualname__}"
-
-
 def code_fingerprint(fn: Callable[..., Any]) -> str:
     """A short hash of the function's source (bytecode when no source is available)."""
     try:
