@@ -70,14 +70,11 @@ def percentile(values: Sequence[float], fraction: float) -> float:
     return ordered[rank - 1]
 
 
-def psycopg_dsn(url: str, database: str | None = None) -> str:
-    """A libpq URL for psycopg from a SQLAlchemy URL (optionally for another database)."""
+def psycopg_dsn(url: str) -> str:
+    """A libpq URL for psycopg from a SQLAlchemy URL such as ``postgresql+psycopg://...``."""
     from sqlalchemy.engine import make_url
 
-    parsed = make_url(url).set(drivername="postgresql")
-    if database is not None:
-        parsed = parsed.set(database=database)
-    return parsed.render_as_string(hide_password=False)
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def pg_execute(url: str, *statements: str) -> None:
@@ -87,7 +84,7 @@ def pg_execute(url: str, *statements: str) -> None:
     with psycopg.connect(psycopg_dsn(url), autocommit=True, connect_timeout=10) as conn:
         conn.execute("SET lock_timeout = '20s'")
         for statement in statements:
-            conn.execute(statement)  # type: ignore[call-overload]
+            conn.execute(statement)
 
 
 def flush_redis(url: str) -> None:
@@ -699,10 +696,10 @@ def parent(args: argparse.Namespace) -> int:
         console.print(table)
         for line in lines:
             console.print(f"  {line}")
-        console.print()
         for mode, data in chain_results.items():
             if not data.get("error") and not data.get("clean_shutdown"):
-                console.print(f"  note: the {mode} worker did not exit cleanly after SIGTERM")
+                console.print(f"  note: the {CHAIN_LABELS[mode]} worker did not exit cleanly after SIGTERM")
+        console.print()
         failed |= any(data.get("error") for data in chain_results.values())
     if not args.skip_inline:
         inline_results = run_inline(plan, progress)
@@ -752,9 +749,9 @@ def main(argv: list[str] | None = None) -> int:
     inline.add_argument("--dbos-database", required=True)
     for child in (chains, inline):
         # Children take the sizes and services after their own name; the parent passes every one.
-        child.add_argument("--chains", type=int, default=500)
-        child.add_argument("--latency-chains", type=int, default=100)
-        child.add_argument("--workflows", type=int, default=200)
+        child.add_argument("--chains", type=positive, default=300)
+        child.add_argument("--latency-chains", type=positive, default=50)
+        child.add_argument("--workflows", type=positive, default=200)
         child.add_argument("--pg", default=DEFAULT_PG)
         child.add_argument("--redis", default=DEFAULT_REDIS)
         child.add_argument("--broker-db", type=int, default=13)
