@@ -1,12 +1,13 @@
-"""The coordinator: replays a run's workflow under the run's lease and journals what it does next.
+"""The coordinator: replays a run's workflow under the run's lock and journals what it does next.
 
-One advance is one transaction in the common case: take the lease (a row lock on PostgreSQL, the write
-lock on SQLite), load the journal, call the workflow, write the steps it starts together with their
-outbox messages, release the lease with the run's new status. Only an inline step splits the advance:
-its transaction commits before the user's function runs, so no lock is held during user code, while the
-lease (renewed by the process's heartbeat) keeps other coordinators out (I4). A coordinator that finds the
-lease taken bumps ``wake_seq`` instead, and the holder replays once more before it lets go, so no
-wake-up is lost.
+One advance is one transaction in the common case: lock the run row (``SELECT ... FOR UPDATE`` on
+PostgreSQL; SQLite's write transaction already holds the database lock), load the journal, call the
+workflow, write the steps it starts (each dispatched step row is its message's outbox record), and update
+the run row only if its status changed. Only an inline step splits the advance: its transaction commits
+before the user's function runs, so no lock is held during user code. Before that commit the coordinator
+takes the run's *lease* (renewed by its process's heartbeat), which keeps other coordinators out (I4); one
+that finds the lease taken bumps ``wake_seq`` instead, and the holder replays once more before it lets
+go, so no wake-up is lost.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from .retry import NO_RETRY, RetryPolicy
 from .serialization import dumps, loads
 from .store import queries
 from .store.schema import (
+    ACTIVE_STATUSES,
     FAILED,
     RUNNING,
     SLEEPING,
@@ -81,48 +83,75 @@ def advance(durable: Durable, run_id: str, *, uow: UnitOfWork | None = None, con
 
 def _advance(durable: Durable, uow: UnitOfWork, run_id: str, consume: int | None) -> None:
     owner = durable.identity.worker_id
-    now = time.time()
-    run = queries.acquire_run(uow.conn, run_id, owner, now, now + durable.settings.worker_timeout)
-    if run is None or run.lease_owner != owner:
-        # Finished, or another coordinator is replaying it and will replay again (wake_seq was bumped).
-        if consume is not None:
-            queries.consume_outbox(uow.conn, consume)
+    run = queries.lock_run(uow.conn, run_id)
+    if consume is not None:
+        queries.consume_outbox(uow.conn, consume)
+    if run is None or run.status not in ACTIVE_STATUSES:
+        return
+    leased = run.lease_owner is not None and (run.lease_until or 0) >= time.time()
+    if leased and (run.lease_owner != owner or durable.identity.holds(run_id)):
+        queries.wake(uow.conn, run_id)  # the holder replays once more before it lets go
         return
     workflow = durable.registry.workflows.get(run.workflow)
     if workflow is None:
-        queries.drop_lease(uow.conn, run_id, owner)
-        if consume is None:
-            send_advance(uow, run_id)  # keep a message for a worker that has the code; the relay resends it
+        send_advance(uow, run_id)  # keep a message for a worker that has the code; the relay resends it
         logger.error(
             "Run %s needs workflow %r, which is not registered in worker %s. Import the module that defines "
             "it in every worker (Celery's include/imports). The run stays %s; nothing was lost, and the "
             "advance will be retried.", run_id, run.workflow, owner, run.status,
         )
         return
-    if consume is not None:
-        queries.consume_outbox(uow.conn, consume)
-    durable.identity.hold(run_id)
+    lease = Lease(durable, run_id, owner)
     try:
-        wake_seq = run.wake_seq
         while True:
-            values = Replay(durable, uow, run, workflow).execute()
-            if queries.release_run(uow.conn, run_id, owner, wake_seq, updated_at=time.time(), **values):
+            values = Replay(durable, uow, run, workflow, lease).execute()
+            if not lease.taken:  # one transaction, under the row lock: nobody could wake the run meanwhile
+                if values != {"status": run.status} or run.lease_owner is not None:
+                    queries.update_run(uow.conn, run_id, lease_owner=None, lease_until=None,
+                                       updated_at=time.time(), **values)
+                return
+            if queries.release_run(uow.conn, run_id, owner, lease.wake_seq, updated_at=time.time(), **values):
                 return
             current = queries.get_run(uow.conn, run_id)
             if current is None or current.lease_owner != owner:
                 logger.warning("Run %s: lease lost during its advance; another coordinator took over.", run_id)
                 return
-            wake_seq = current.wake_seq  # woken while we replayed: replay once more
+            lease.wake_seq = current.wake_seq  # woken while we replayed: replay once more
     finally:
-        durable.identity.release(run_id)
+        lease.drop()
+
+
+class Lease:
+    """The run's lease, taken only when an advance must commit before it ends (around an inline step)."""
+
+    def __init__(self, durable: Durable, run_id: str, owner: str) -> None:
+        self.durable = durable
+        self.run_id = run_id
+        self.owner = owner
+        self.taken = False
+        self.wake_seq = 0
+
+    def take(self, uow: UnitOfWork) -> None:
+        if self.taken:
+            return
+        until = time.time() + self.durable.settings.worker_timeout
+        self.wake_seq = queries.take_lease(uow.conn, self.run_id, self.owner, until)
+        self.durable.identity.hold(self.run_id)
+        self.taken = True
+
+    def drop(self) -> None:
+        if self.taken:
+            self.durable.identity.release(self.run_id)
 
 
 class Replay:
     """One call of the workflow function against the journal; the :class:`JournalWriter` for its ``ctx``."""
 
-    def __init__(self, durable: Durable, uow: UnitOfWork, run: Any, workflow: Workflow[Any, Any]) -> None:
+    def __init__(self, durable: Durable, uow: UnitOfWork, run: Any, workflow: Workflow[Any, Any],
+                 lease: Lease) -> None:
         self.durable = durable
         self.uow = uow
+        self.lease = lease
         self.run = run
         self.workflow = workflow
 
@@ -176,10 +205,9 @@ class Replay:
                                 name=name, status=STEP_FAILED, attempt=1, error=error, created_at=now,
                                 finished_at=now)
             return StepRow(run_id, position, step_key, TASK, name, STEP_FAILED, error=error)
-        task_id = send_dispatch(self.uow, run_id, position, step_key, 1, request)
         queries.insert_step(self.uow.conn, run_id=run_id, position=position, step_key=step_key, kind=TASK,
-                            name=name, status=STEP_DISPATCHED, attempt=1, request=text,
-                            celery_task_id=task_id, created_at=now)
+                            name=name, request=text, created_at=now,
+                            **send_dispatch(self.uow, run_id, position, step_key, 1, request))
         return StepRow(run_id, position, step_key, TASK, name, STEP_DISPATCHED, request=text)
 
     def _task_policy(self, name: str, step_key: str) -> RetryPolicy:
@@ -220,6 +248,7 @@ class Replay:
         else:
             queries.update_step(conn, run_id, position, status=STEP_RUNNING, attempt=attempt, worker=worker,
                                 started_at=started)
+        self.lease.take(self.uow)
         self.uow.commit()  # publish what the replay started; hold no lock while user code runs
         failure: BaseException | None = None
         try:
@@ -235,7 +264,8 @@ class Replay:
         step = StepRow(run_id, position, step_key, INLINE, name, STEP_RUNNING, attempt)
         if failure is None:
             succeed_step(self.uow, run_id, position, text)
-            record_attempt(self.uow, step, attempt, status=STEP_SUCCEEDED, worker=worker, started_at=started)
+            if attempt > 1:  # a first-try success is fully described by the step row itself
+                record_attempt(self.uow, step, attempt, status=STEP_SUCCEEDED, worker=worker, started_at=started)
             return StepRow(run_id, position, step_key, INLINE, name, STEP_SUCCEEDED, attempt, result=text)
         error = error_record(failure, step_key=step_key, attempt=attempt)
         record_attempt(self.uow, step, attempt, status=STEP_FAILED, worker=worker, started_at=started, error=error)

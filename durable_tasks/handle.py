@@ -94,10 +94,19 @@ def load_steps(store: Store, run_id: str) -> list[StepRecord]:
             row.started_at, row.duration))
     return [
         StepRecord(row.position, row.step_key, row.kind, row.name, row.status, row.attempt, loads(row.result),
-                     json.loads(row.error) if row.error else None, row.worker, row.celery_task_id,
-                     row.created_at, row.started_at, row.finished_at, tuple(by_position.get(row.position, ())))
+                   json.loads(row.error) if row.error else None, row.worker, row.celery_task_id,
+                   row.created_at, row.started_at, row.finished_at,
+                   tuple(by_position.get(row.position, ())) or _first_try(row))
         for _, row in sorted(journal.items())
     ]
+
+
+def _first_try(row: Any) -> tuple[AttemptRecord, ...]:
+    """A step that succeeded on its first attempt has no attempt row: its own row describes it."""
+    if row.status != "succeeded" or row.kind not in ("task", "inline") or row.started_at is None:
+        return ()
+    duration = row.finished_at - row.started_at if row.finished_at else None
+    return (AttemptRecord(1, "succeeded", None, None, None, row.worker, row.started_at, duration),)
 
 
 class RunHandle:

@@ -67,6 +67,10 @@ class ProcessIdentity:
     def release(self, run_id: str) -> None:
         self._held.discard(run_id)
 
+    def holds(self, run_id: str) -> bool:
+        """True while a coordinator in this process holds the run's lease."""
+        return run_id in self._held
+
     def beat(self) -> None:
         now = time.time()
         with self._store.begin() as conn:

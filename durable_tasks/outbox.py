@@ -1,14 +1,22 @@
-"""The outbox (I2): messages are rows written in the same transaction as the change that causes them.
+"""The outbox (I2): every message is durable in the same transaction as the change that causes it.
 
 A :class:`UnitOfWork` is a chain of write transactions; each commit publishes the messages it wrote right
-away (low latency). The *receiver* deletes a message's row in the transaction that acts on it (a step's
-claim, a coordinator's advance), so a row that is still there after ``redelivery_after`` was lost on the
-way, by the publisher or by the broker, and :func:`relay` publishes it again. Duplicates that this causes
-are harmless: the journal turns them into no-ops (I1, I4).
+away (low latency). Two kinds of durable record back a message:
+
+- an ``advance`` is a row of ``durable_outbox``; the coordinator deletes it in the transaction that acts on
+  it;
+- a ``dispatch`` (a task step's Celery message) is the step row itself, in status ``dispatched`` with its
+  request and a ``publish_after`` time; the worker's claim moves it to ``running``. One row per step
+  instead of an outbox row plus its deletion saves two statements on every step.
+
+A record still unconsumed after ``redelivery_after`` was lost on the way, by the publisher or by the
+broker, and :func:`relay` publishes it again (with exponential backoff). Duplicates that this causes are
+harmless: the journal turns them into no-ops (I1, I4).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from types import TracebackType
@@ -76,6 +84,10 @@ class UnitOfWork:
         self._pending.append(message)
         return message
 
+    def publish_after_commit(self, message: OutboxMessage) -> None:
+        """Publish after commit a message whose durable record the caller wrote (a dispatched step row)."""
+        self._pending.append(message)
+
     def __enter__(self) -> UnitOfWork:
         return self.begin()
 
@@ -103,14 +115,27 @@ def publish_safely(publisher: Publisher, message: OutboxMessage) -> bool:
     return True
 
 
+def dispatch_message(run_id: str, position: int, step_key: str, attempt: int, task_id: str,
+                     request: dict[str, Any]) -> OutboxMessage:
+    """The Celery message of one attempt of a task step (its durable record is the step row)."""
+    payload = {**request, "task_id": task_id, "position": position, "attempt": attempt, "step_key": step_key}
+    return OutboxMessage(None, run_id, queries.DISPATCH, payload)
+
+
 def relay(store: Store, publisher: Publisher, *, redelivery_after: float, limit: int = 200) -> int:
-    """Publish again the outbox rows nobody consumed within ``redelivery_after``; returns how many."""
+    """Publish again what nobody consumed within ``redelivery_after``; returns how many messages."""
+    now = time.time()
     with store.read() as conn:  # a read does not take SQLite's write lock
-        if not queries.any_due_outbox(conn, time.time()):
+        if not (queries.any_due_outbox(conn, now) or queries.any_due_dispatch(conn, now)):
             return 0
     with store.begin() as conn:
-        messages = queries.due_outbox(conn, time.time(), redelivery_after, limit)
+        messages = queries.due_outbox(conn, now, redelivery_after, limit)
+        messages += [
+            dispatch_message(row.run_id, row.position, row.step_key, row.attempt, row.celery_task_id,
+                             json.loads(row.request))
+            for row in queries.due_dispatches(conn, now, redelivery_after, limit)
+        ]
     sent = sum(publish_safely(publisher, message) for message in messages)
     if messages:
-        logger.info("Relay re-published %d of %d unconsumed outbox messages.", sent, len(messages))
+        logger.info("Relay re-published %d of %d unconsumed messages.", sent, len(messages))
     return len(messages)

@@ -139,9 +139,10 @@ def _record_success(durable: Durable, headers: dict[str, Any], text: str, starte
             logger.info("Step %r of run %s was journaled by another delivery; this result is dropped.",
                         headers["step_key"], run_id)
             return
-        step = StepRow(run_id, position, headers["step_key"], TASK, "", STEP_SUCCEEDED)
-        record_attempt(uow, step, headers["attempt"], status=STEP_SUCCEEDED, worker=durable.identity.worker_id,
-                       started_at=started)
+        if headers["attempt"] > 1:  # a first-try success is fully described by the step row itself
+            step = StepRow(run_id, position, headers["step_key"], TASK, "", STEP_SUCCEEDED)
+            record_attempt(uow, step, headers["attempt"], status=STEP_SUCCEEDED,
+                           worker=durable.identity.worker_id, started_at=started)
         coordinator.advance(durable, run_id, uow=uow)
 
 

@@ -15,10 +15,10 @@ from typing import Any
 from uuid import uuid4
 
 from .errors import WorkerLostError
-from .outbox import UnitOfWork
+from .outbox import UnitOfWork, dispatch_message
 from .retry import RetryPolicy
 from .store import queries
-from .store.queries import ADVANCE, DISPATCH
+from .store.queries import ADVANCE
 from .store.schema import STEP_DISPATCHED, STEP_FAILED, STEP_RETRYING, STEP_SUCCEEDED
 
 LOST = "lost"
@@ -58,12 +58,16 @@ def error_record(exc: BaseException, *, step_key: str | None = None, attempt: in
 
 
 def send_dispatch(uow: UnitOfWork, run_id: str, position: int, step_key: str, attempt: int,
-                  request: dict[str, Any]) -> str:
-    """Queue the Celery message of a task step's attempt; returns the Celery task id it will carry."""
+                  request: dict[str, Any]) -> dict[str, Any]:
+    """Queue the Celery message of a task step's attempt; returns the step columns that make it durable.
+
+    The caller writes those columns in the same transaction: the dispatched step row is the message's
+    outbox record (see :mod:`durable_tasks.outbox`).
+    """
     task_id = str(uuid4())
-    uow.send(run_id, DISPATCH, {**request, "task_id": task_id, "position": position, "attempt": attempt,
-                                "step_key": step_key})
-    return task_id
+    uow.publish_after_commit(dispatch_message(run_id, position, step_key, attempt, task_id, request))
+    return {"status": STEP_DISPATCHED, "attempt": attempt, "celery_task_id": task_id,
+            "publish_after": time.time() + uow.redelivery_after, "publish_count": 0}
 
 
 def send_advance(uow: UnitOfWork, run_id: str) -> None:
@@ -73,12 +77,9 @@ def send_advance(uow: UnitOfWork, run_id: str) -> None:
 
 def redispatch(uow: UnitOfWork, step: Any, attempt: int) -> None:
     """Send a task step again as attempt ``attempt`` (after a retry wait, a lost worker, or a resume)."""
-    request = json.loads(step.request)
-    task_id = send_dispatch(uow, step.run_id, step.position, step.step_key, attempt, request)
-    queries.update_step(
-        uow.conn, step.run_id, step.position, status=STEP_DISPATCHED, attempt=attempt,
-        celery_task_id=task_id, worker=None, started_at=None, finished_at=None,
-    )
+    columns = send_dispatch(uow, step.run_id, step.position, step.step_key, attempt, json.loads(step.request))
+    queries.update_step(uow.conn, step.run_id, step.position, worker=None, started_at=None, finished_at=None,
+                        **columns)
 
 
 def record_attempt(uow: UnitOfWork, step: Any, attempt: int, *, status: str, worker: str | None,

@@ -70,7 +70,9 @@ def make_engine(url: str, *, schema: str | None = None, echo: bool = False) -> E
         if schema:
             raise ConfigurationError("A schema name is only supported on PostgreSQL stores, not on SQLite.")
     elif backend == "postgresql":
-        options.update(pool_pre_ping=True, pool_size=10, max_overflow=20)
+        # No pool_pre_ping: it costs a round trip per transaction. A connection lost to a database
+        # restart fails its statement, is invalidated, and the caller's retry gets a fresh one.
+        options.update(pool_size=10, max_overflow=20)
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
     else:

@@ -45,6 +45,8 @@ def upgrade(engine: Engine, schema: str | None = None, revision: str = "head") -
     with engine.begin() as conn:
         if schema:
             conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+            # Some Alembic operations (ADD COLUMN) ignore schema_translate_map: resolve names in the schema.
+            conn.exec_driver_sql(f'SET LOCAL search_path TO "{schema}"')
         config.attributes["connection"] = conn
         command.upgrade(config, revision)
 

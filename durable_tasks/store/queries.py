@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from itertools import takewhile
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, delete, insert, or_, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, or_, select, update
 
 from .schema import (
     ACTIVE_STATUSES,
@@ -37,12 +37,35 @@ ADVANCE = "advance"
 
 @dataclass(frozen=True, slots=True)
 class OutboxMessage:
-    """A message committed to the outbox, ready to publish."""
+    """A message to publish; ``id`` is its outbox row (None when a step row is its durable record)."""
 
-    id: int
+    id: int | None
     run_id: str
     kind: str
     payload: dict[str, Any]
+
+
+# Hot-path statements, built once: building and hashing a statement costs more than running it here.
+_LOCK_RUN = (
+    select(runs.c.id, runs.c.workflow, runs.c.status, runs.c.input, runs.c.lease_owner, runs.c.lease_until,
+           runs.c.wake_seq)
+    .where(runs.c.id == bindparam("run_id"))
+    .with_for_update()
+)
+_LOAD_JOURNAL = select(steps).where(steps.c.run_id == bindparam("run_id"))
+_INSERT_STEP = insert(steps)
+_CLAIM_STEP = (
+    update(steps)
+    .where(steps.c.run_id == bindparam("b_run"), steps.c.position == bindparam("pos"),
+           steps.c.attempt == bindparam("att"), steps.c.status == STEP_DISPATCHED)
+    .values(status=STEP_RUNNING, worker=bindparam("b_worker"), started_at=bindparam("now"))
+)
+_FINISH_STEP = (
+    update(steps)
+    .where(steps.c.run_id == bindparam("b_run"), steps.c.position == bindparam("pos"),
+           steps.c.status.in_((STEP_DISPATCHED, STEP_RUNNING, STEP_CANCELLED)))
+    .values(status=bindparam("new_status"), result=bindparam("new_result"), finished_at=bindparam("now"))
+)
 
 
 # --- runs -------------------------------------------------------------------------------------------
@@ -60,31 +83,22 @@ def get_run(conn: Connection, run_id: str) -> Any:
     return conn.execute(select(runs).where(runs.c.id == run_id)).first()
 
 
-def acquire_run(conn: Connection, run_id: str, owner: str, now: float, lease_until: float) -> Any:
-    """Wake a run and take its lease when it is free; returns the row after the update (or None).
+def lock_run(conn: Connection, run_id: str) -> Any:
+    """The run row, locked until the transaction ends (PostgreSQL; SQLite's write lock covers it)."""
+    return conn.execute(_LOCK_RUN, {"run_id": run_id}).first()
 
-    One statement, so it also takes the row lock (PostgreSQL) and serialises with the lease holder's
-    release: a caller that does not get the lease has bumped ``wake_seq``, and the holder, seeing that
-    at release, replays once more (no lost wake-up).
-    """
-    free = and_(
-        runs.c.status.in_(ACTIVE_STATUSES),
-        or_(runs.c.lease_owner.is_(None), runs.c.lease_owner == owner, runs.c.lease_until < now),
-    )
-    statement = (
-        update(runs)
-        .where(runs.c.id == run_id)
-        .values(
-            wake_seq=runs.c.wake_seq + 1,
-            lease_owner=case((free, owner), else_=runs.c.lease_owner),
-            lease_until=case((free, lease_until), else_=runs.c.lease_until),
-        )
-        .returning(
-            runs.c.id, runs.c.workflow, runs.c.status, runs.c.input, runs.c.fingerprint,
-            runs.c.lease_owner, runs.c.wake_seq, runs.c.created_at,
-        )
-    )
-    return conn.execute(statement).first()
+
+def wake(conn: Connection, run_id: str) -> None:
+    """Tell the lease holder that something changed: it replays once more before it lets go."""
+    conn.execute(update(runs).where(runs.c.id == run_id).values(wake_seq=runs.c.wake_seq + 1))
+
+
+def take_lease(conn: Connection, run_id: str, owner: str, lease_until: float) -> int:
+    """Lease the (locked) run to ``owner``; returns the ``wake_seq`` its release must still find."""
+    return conn.execute(
+        update(runs).where(runs.c.id == run_id).values(lease_owner=owner, lease_until=lease_until)
+        .returning(runs.c.wake_seq)
+    ).scalar_one()
 
 
 def release_run(conn: Connection, run_id: str, owner: str, wake_seq: int, **values: Any) -> bool:
@@ -95,14 +109,6 @@ def release_run(conn: Connection, run_id: str, owner: str, wake_seq: int, **valu
         .values(lease_owner=None, lease_until=None, **values)
     )
     return result.rowcount == 1
-
-
-def drop_lease(conn: Connection, run_id: str, owner: str) -> None:
-    conn.execute(
-        update(runs)
-        .where(runs.c.id == run_id, runs.c.lease_owner == owner)
-        .values(lease_owner=None, lease_until=None)
-    )
 
 
 def update_run(conn: Connection, run_id: str, **values: Any) -> int:
@@ -151,47 +157,28 @@ def list_runs(
 
 
 def load_journal(conn: Connection, run_id: str) -> dict[int, Any]:
-    rows = conn.execute(select(steps).where(steps.c.run_id == run_id))
-    return {row.position: row for row in rows}
+    return {row.position: row for row in conn.execute(_LOAD_JOURNAL, {"run_id": run_id})}
 
 
 def insert_step(conn: Connection, **values: Any) -> None:
-    conn.execute(insert(steps).values(**values))
+    conn.execute(_INSERT_STEP, values)
 
 
-def claim_step(
-    conn: Connection, run_id: str, position: int, attempt: int, worker: str, now: float
-) -> bool:
+def claim_step(conn: Connection, run_id: str, position: int, attempt: int, worker: str, now: float) -> bool:
     """Mark a dispatched step as taken by ``worker``; False when it is taken or done already."""
-    result = conn.execute(
-        update(steps)
-        .where(
-            steps.c.run_id == run_id,
-            steps.c.position == position,
-            steps.c.attempt == attempt,
-            steps.c.status == STEP_DISPATCHED,
-        )
-        .values(status=STEP_RUNNING, worker=worker, started_at=now)
-    )
-    return result.rowcount == 1
+    params = {"b_run": run_id, "pos": position, "att": attempt, "b_worker": worker, "now": now}
+    return conn.execute(_CLAIM_STEP, params).rowcount == 1
 
 
-def finish_step(conn: Connection, run_id: str, position: int, **values: Any) -> bool:
+def finish_step(conn: Connection, run_id: str, position: int, *, status: str, result: str | None,
+                finished_at: float) -> bool:
     """Journal a task step's result unless another delivery did already; False for a duplicate.
 
     Any attempt's result is accepted while the step is unfinished: a worker presumed dead that still
     finishes saves the re-dispatched attempt its work (the re-dispatched message then finds it done).
     """
-    result = conn.execute(
-        update(steps)
-        .where(
-            steps.c.run_id == run_id,
-            steps.c.position == position,
-            steps.c.status.in_((STEP_DISPATCHED, STEP_RUNNING, STEP_CANCELLED)),
-        )
-        .values(**values)
-    )
-    return result.rowcount == 1
+    params = {"b_run": run_id, "pos": position, "new_status": status, "new_result": result, "now": finished_at}
+    return conn.execute(_FINISH_STEP, params).rowcount == 1
 
 
 def get_step(conn: Connection, run_id: str, position: int) -> Any:
@@ -248,6 +235,33 @@ def add_outbox(conn: Connection, run_id: str, kind: str, payload: dict[str, Any]
 
 def consume_outbox(conn: Connection, outbox_id: int) -> None:
     conn.execute(delete(outbox).where(outbox.c.id == outbox_id))
+
+
+def any_due_dispatch(conn: Connection, now: float) -> bool:
+    return conn.execute(
+        select(steps.c.run_id).where(steps.c.status == STEP_DISPATCHED, steps.c.publish_after <= now).limit(1)
+    ).first() is not None
+
+
+def due_dispatches(conn: Connection, now: float, lease: float, limit: int) -> list[Any]:
+    """Dispatched task steps nobody claimed in time; pushes their next publish time back."""
+    query = (
+        select(steps)
+        .where(steps.c.status == STEP_DISPATCHED, steps.c.kind == "task", steps.c.publish_after <= now)
+        .order_by(steps.c.publish_after)
+        .limit(limit)
+    )
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    rows = list(conn.execute(query))
+    for row in rows:
+        conn.execute(
+            update(steps)
+            .where(steps.c.run_id == row.run_id, steps.c.position == row.position)
+            .values(publish_after=now + lease * (2 ** min(row.publish_count, 5)),
+                    publish_count=steps.c.publish_count + 1)
+        )
+    return rows
 
 
 def any_due_outbox(conn: Connection, now: float) -> bool:

@@ -88,8 +88,12 @@ steps = Table(
     Column("created_at", Float, nullable=False),
     Column("started_at", Float),
     Column("finished_at", Float),
+    # A dispatched step is its own outbox row: its message is sent again after publish_after.
+    Column("publish_after", Float),
+    Column("publish_count", Integer, nullable=False, server_default="0"),
     ForeignKeyConstraint(["run_id"], ["durable_runs.id"], ondelete="CASCADE"),
     Index(None, "status", "worker"),
+    Index(None, "status", "publish_after"),
 )
 
 attempts = Table(
