@@ -7,13 +7,21 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .errors import ResultTimeoutError, RunCancelledError, RunNotFoundError, WorkflowFailedError
+from .errors import (
+    ResultTimeoutError,
+    RunCancelledError,
+    RunNotFoundError,
+    StoreUnavailableError,
+    WorkflowFailedError,
+)
 from .serialization import loads
 from .store import queries
 from .store.schema import CANCELLED, FAILED, FINISHED_STATUSES, SUCCEEDED
 
 if TYPE_CHECKING:
     from .store.database import Store
+
+STORE_OUTAGE_TOLERANCE = 60.0
 
 
 @dataclass(frozen=True)
@@ -136,10 +144,20 @@ class RunHandle:
 
         Raises :class:`WorkflowFailedError` (with the journaled error) when the run failed,
         :class:`RunCancelledError` when it was cancelled, :class:`ResultTimeoutError` after ``timeout``.
+        A database outage is waited out until ``timeout`` (or for a minute without one).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        outage_until = time.monotonic() + STORE_OUTAGE_TOLERANCE
         while True:
-            info = self.info()
+            try:
+                info = self.info()
+            except StoreUnavailableError:
+                # A database restart kills pooled connections; keep waiting while it comes back.
+                if time.monotonic() > (deadline if deadline is not None else outage_until):
+                    raise
+                time.sleep(max(interval, 0.5))
+                continue
+            outage_until = time.monotonic() + STORE_OUTAGE_TOLERANCE
             if info.status == SUCCEEDED:
                 return info.result
             if info.status == FAILED:

@@ -73,7 +73,7 @@ class ProcessIdentity:
 
     def beat(self) -> None:
         now = time.time()
-        with self._store.begin() as conn:
+        with self._store.advisory() as conn:
             queries.heartbeat(conn, self._worker_id, socket.gethostname(), self._pid, now)
             held = list(self._held)
             if held:

@@ -94,7 +94,7 @@ def execute(durable: Durable, task: Any, headers: dict[str, Any], body: Callable
     started = time.time()
 
     def claim() -> Any:
-        with durable.store.begin() as conn:
+        with durable.store.advisory() as conn:
             claimed = queries.claim_step(conn, run_id, position, attempt, worker, started)
             if headers.get("outbox") is not None:
                 queries.consume_outbox(conn, headers["outbox"])

@@ -54,8 +54,11 @@ def _install_sqlite_behaviour(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
-def make_engine(url: str, *, schema: str | None = None, echo: bool = False) -> Engine:
-    """Create the engine for a store URL; ``schema`` puts the tables in a PostgreSQL schema."""
+def make_engine(url: str, *, schema: str | None = None, echo: bool = False, **overrides: Any) -> Engine:
+    """Create the engine for a store URL; ``schema`` puts the tables in a PostgreSQL schema.
+
+    ``overrides`` go to ``create_engine`` (``isolation_level``, ``connect_args``, ``pool_size``).
+    """
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
@@ -80,6 +83,7 @@ def make_engine(url: str, *, schema: str | None = None, echo: bool = False) -> E
             f"The store URL {redact(url)!r} uses {backend!r}; durable-tasks supports sqlite:/// and "
             "postgresql+psycopg:// stores."
         )
+    options.update(overrides)
     try:
         engine = create_engine(parsed, **options)
     except (NoSuchModuleError, ModuleNotFoundError) as exc:
