@@ -333,29 +333,10 @@ def cancel_timers(conn: Connection, run_id: str, position: int | None, now: floa
     conn.execute(update(timers).where(*condition).values(fired_at=now))
 
 
-def pending_timers(conn: Connection, run_id: str) -> list[Any]:
-    return list(conn.execute(
-        select(timers).where(timers.c.run_id == run_id, timers.c.fired_at.is_(None)).order_by(timers.c.due_at)
-    ))
 
 
-# --- signals ----------------------------------------------------------------------------------------
 
 
-def insert_signal(conn: Connection, run_id: str, name: str, payload: str, now: float) -> None:
-    conn.execute(insert(signals).values(run_id=run_id, name=name, payload=payload, created_at=now))
-
-
-def take_signal(conn: Connection, run_id: str, name: str, now: float) -> Any:
-    row = conn.execute(
-        select(signals)
-        .where(signals.c.run_id == run_id, signals.c.name == name, signals.c.consumed_at.is_(None))
-        .order_by(signals.c.id)
-        .limit(1)
-    ).first()
-    if row is not None:
-        conn.execute(update(signals).where(signals.c.id == row.id).values(consumed_at=now))
-    return row
 
 
 # --- workers and recovery ---------------------------------------------------------------------------
