@@ -151,10 +151,12 @@ def _record_failure(durable: Durable, task: Any, headers: dict[str, Any], exc: B
     run_id, position, attempt = headers["run"], headers["position"], headers["attempt"]
     with durable.unit_of_work() as uow:
         step = queries.get_step(uow.conn, run_id, position)
+        if step is None:
+            return  # the run was pruned meanwhile
         error = error_record(exc, step_key=headers["step_key"], attempt=attempt)
         record_attempt(uow, step, attempt, status=STEP_FAILED, worker=durable.identity.worker_id,
                        started_at=started, error=error)
-        if step is None or step.attempt != attempt or step.status != STEP_RUNNING:
+        if step.attempt != attempt or step.status != STEP_RUNNING:
             return  # a stale attempt (the step was re-dispatched meanwhile): only the attempt row is kept
         if request is None:
             retry, delay = policy_decision(uow, RetryPolicy.from_json(headers.get("retry")), step, exc)
