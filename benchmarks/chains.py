@@ -1,0 +1,226 @@
+"""Table 1, in a child process: chains of task steps, plain ``celery.chain`` against ``durable.chain``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import (
+    CHAIN_LENGTH,
+    CHAIN_MODES,
+    REPO,
+    flush_redis,
+    percentile,
+    pg_execute,
+    quietly,
+    wait_for_file,
+)
+
+# --- table 1: chains of task steps (child process) ---------------------------------------------------
+
+@dataclass
+class ChainResult:
+    mode: str
+    chains: int = 0
+    steps: int = 0
+    wall: float = 0.0
+    runs_per_s: float = 0.0
+    steps_per_s: float = 0.0
+    latency_chains: int = 0
+    step_p50_ms: float = 0.0
+    step_p99_ms: float = 0.0
+    messages_bench: int = 0
+    messages_worker: int = 0
+    commits_bench: int = 0
+    commits_worker: int = 0
+    advisory_commits: int = 0
+    messages_per_step: float = 0.0
+    commits_per_step: float = 0.0
+    clean_shutdown: bool = False
+    error: str | None = None
+
+
+class PlainChains:
+    """Plain ``celery.chain``; only the last task stores its result (the fastest way to await a chain)."""
+
+    def __init__(self, bench: Any) -> None:
+        from celery import chain
+
+        self._chain = chain
+        self._inc = bench.inc
+
+    def start(self) -> Any:
+        inc = self._inc
+        signatures = [inc.s(0).set(ignore_result=True)]
+        signatures += [inc.s().set(ignore_result=True) for _ in range(CHAIN_LENGTH - 2)]
+        signatures.append(inc.s())
+        return self._chain(*signatures).apply_async()
+
+    def wait(self, result: Any, deadline: float, interval: float) -> float:
+        """Wait for the chain; return when it finished (the backend's ``date_done``, epoch seconds)."""
+        value = result.get(timeout=max(0.1, deadline - time.monotonic()), interval=interval)
+        if value != CHAIN_LENGTH:
+            raise RuntimeError(f"plain chain returned {value!r}, expected {CHAIN_LENGTH}")
+        done: float = result.date_done.timestamp()
+        return done
+
+
+class DurableChains:
+    """``durable.chain(...)``; waits by reading the run from the store (what ``RunHandle.result`` does)."""
+
+    def __init__(self, bench: Any) -> None:
+        self._durable = bench.durable
+        self._inc = bench.inc
+
+    def start(self) -> Any:
+        inc = self._inc
+        return self._durable.chain(inc.s(0), *(inc.s() for _ in range(CHAIN_LENGTH - 1))).start()
+
+    def wait(self, handle: Any, deadline: float, interval: float) -> float:
+        """Wait for the run; return its ``finished_at`` as journaled by the worker (epoch seconds)."""
+        while True:
+            info = handle.info()
+            if info.status == "succeeded":
+                if info.result != CHAIN_LENGTH:
+                    raise RuntimeError(f"durable chain returned {info.result!r}, expected {CHAIN_LENGTH}")
+                finished: float = info.finished_at
+                return finished
+            if info.status in ("failed", "cancelled"):
+                raise RuntimeError(f"durable chain {handle.id} ended {info.status}: {info.error}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"durable chain {handle.id} still {info.status} at the deadline")
+            time.sleep(interval)
+
+
+def start_worker(mode: str, workdir: Path) -> subprocess.Popen[bytes]:
+    command = [
+        sys.executable, "-m", "celery", "-A", "benchmarks.bench_app", "worker", "--pool=solo",
+        "--concurrency=1", "--loglevel=warning", "--without-gossip", "--without-mingle",
+        "--without-heartbeat", f"--hostname=bench-{mode}-{os.getpid()}@%h",
+    ]
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path}
+    log = (workdir / "worker.log").open("wb")
+    try:
+        return subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    finally:
+        log.close()  # the child has its own descriptor
+
+
+def stop_worker(worker: subprocess.Popen[bytes]) -> bool:
+    """SIGTERM (warm shutdown: ``worker_shutdown`` runs), SIGKILL after 30 s; True when it exited cleanly."""
+    if worker.poll() is not None:
+        return worker.returncode == 0
+    worker.send_signal(signal.SIGTERM)
+    try:
+        worker.wait(timeout=30)
+        return worker.returncode == 0
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait(timeout=10)
+        return False
+
+
+def chain_child(args: argparse.Namespace) -> dict[str, Any]:
+    """One mode of table 1: fresh Redis dbs, a fresh worker, warm-up, throughput phase, latency phase."""
+    mode: str = args.mode
+    app_mode, engine = CHAIN_MODES[mode]
+    started = time.monotonic()
+    deadline = started + args.budget
+    workdir = Path(tempfile.mkdtemp(prefix=f"durable-bench-{mode}-"))
+    broker = f"{args.redis}/{args.broker_db}"
+    backend = f"{args.redis}/{args.results_db}"
+    store = {"postgresql": args.pg, "sqlite": f"sqlite:///{workdir / 'store.sqlite3'}"}.get(engine or "", "")
+    os.environ.update({
+        "BENCH_MODE": app_mode, "BENCH_BROKER": broker, "BENCH_BACKEND": backend, "BENCH_STORE": store,
+        "BENCH_SCHEMA": args.schema if engine == "postgresql" else "", "BENCH_STATS_DIR": str(workdir),
+    })
+    result = ChainResult(mode)
+    worker: subprocess.Popen[bytes] | None = None
+    bench: Any = None
+    try:
+        if engine == "postgresql":
+            pg_execute(args.pg, f'DROP SCHEMA IF EXISTS "{args.schema}" CASCADE')
+        flush_redis(broker)
+        flush_redis(backend)
+        bench = importlib.import_module("benchmarks.bench_app")
+        if bench.durable is not None:
+            bench.durable.upgrade_database()
+        runner: PlainChains | DurableChains = (
+            PlainChains(bench) if app_mode == "plain" else DurableChains(bench))
+        worker = start_worker(mode, workdir)
+
+        def alive() -> bool:
+            return worker is not None and worker.poll() is None
+
+        wait_for_file(workdir / "ready", min(deadline, time.monotonic() + 60), alive, "the worker to start")
+
+        for handle in [runner.start() for _ in range(args.warmup)]:
+            runner.wait(handle, deadline, 0.01)
+        bench.snapshot.delay("before.json")
+        bench_before = bench.stats()  # read after sending the snapshot, so its message is not counted
+        worker_before = wait_for_file(workdir / "before.json", deadline, alive, "the first snapshot")
+
+        # Throughput: every chain in flight at once; wall time from the first start to the last finish.
+        first_start = time.time()
+        handles = [runner.start() for _ in range(args.chains)]
+        finished = [runner.wait(handle, deadline, 0.05) for handle in handles]
+        wall = max(finished) - first_start
+
+        bench_after = bench.stats()  # read before sending the snapshot
+        bench.snapshot.delay("after.json")
+        worker_after = wait_for_file(workdir / "after.json", deadline, alive, "the second snapshot")
+
+        # Latency: one chain at a time, start call to journaled/stored finish, divided by the chain length.
+        # The completion time is the recorded one, so the polling interval only spaces the chains out.
+        per_step: list[float] = []
+        for _ in range(args.latency_chains):
+            begun = time.time()
+            handle = runner.start()
+            per_step.append((runner.wait(handle, deadline, 0.02) - begun) / CHAIN_LENGTH)
+
+        steps = args.chains * CHAIN_LENGTH
+        result.chains, result.steps, result.wall = args.chains, steps, wall
+        result.runs_per_s, result.steps_per_s = args.chains / wall, steps / wall
+        result.latency_chains = len(per_step)
+        result.step_p50_ms = percentile(per_step, 0.50) * 1000
+        result.step_p99_ms = percentile(per_step, 0.99) * 1000
+        result.messages_bench = bench_after["published"] - bench_before["published"]
+        result.messages_worker = worker_after["published"] - worker_before["published"]
+        result.commits_bench = bench_after["commits"] - bench_before["commits"]
+        result.commits_worker = worker_after["commits"] - worker_before["commits"]
+        result.messages_per_step = (result.messages_bench + result.messages_worker) / steps
+        result.commits_per_step = (result.commits_bench + result.commits_worker) / steps
+        result.advisory_commits = (worker_after.get("advisory_commits", 0) - worker_before.get("advisory_commits", 0)
+                                   + bench_after.get("advisory_commits", 0) - bench_before.get("advisory_commits", 0))
+
+        result.clean_shutdown = stop_worker(worker) and (workdir / "shutdown.json").exists()
+    except Exception as exc:
+        result.error = f"{type(exc).__name__}: {exc}"
+        log = workdir / "worker.log"
+        if log.exists():
+            result.error += "\n--- worker log (tail) ---\n" + log.read_text(errors="replace")[-3000:]
+    finally:
+        if worker is not None:
+            stop_worker(worker)
+        if bench is not None and bench.durable is not None:
+            bench.durable.identity.stop()
+            bench.durable.store.dispose()
+        if engine == "postgresql":
+            quietly(pg_execute, args.pg, f'DROP SCHEMA IF EXISTS "{args.schema}" CASCADE')
+        quietly(flush_redis, broker)
+        quietly(flush_redis, backend)
+        shutil.rmtree(workdir, ignore_errors=True)
+    return asdict(result)
+
+
