@@ -88,9 +88,13 @@ def _context(ctx: click.Context) -> Context:
     return root.obj
 
 
-def _fail(exc: DurableError) -> None:
-    console.print(f"[red]error:[/red] {exc}")
-    raise SystemExit(1)
+def _guarded(call: Any) -> Any:
+    """``call()``; a durable-tasks error is printed as ``error: ...`` and exits with status 1."""
+    try:
+        return call()
+    except DurableError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise SystemExit(1) from None
 
 
 # --- db --------------------------------------------------------------------------------------------------
@@ -106,10 +110,7 @@ def db() -> None:
 def db_upgrade(ctx: click.Context) -> None:
     """Apply every missing migration (safe to run again)."""
     store = _context(ctx).store
-    try:
-        store.upgrade()
-    except DurableError as exc:
-        _fail(exc)
+    _guarded(store.upgrade)
     console.print(f"Journal tables are up to date in {store.redacted_url()}.")
 
 
@@ -118,10 +119,7 @@ def db_upgrade(ctx: click.Context) -> None:
 def db_check(ctx: click.Context) -> None:
     """Exit 1 unless the tables are at this version's migration head."""
     store = _context(ctx).store
-    try:
-        store.ensure_ready()
-    except DurableError as exc:
-        _fail(exc)
+    _guarded(store.ensure_ready)
     console.print(f"{store.redacted_url()} is up to date.")
 
 
@@ -151,11 +149,11 @@ def runs() -> None:
 @click.pass_context
 def runs_list(ctx: click.Context, status: str | None, workflow: str | None, limit: int) -> None:
     """The latest runs, newest first."""
-    try:
+    def read() -> list[Any]:
         with _context(ctx).store.read() as conn:
-            rows = queries.list_runs(conn, status=status, workflow=workflow, limit=limit)
-    except DurableError as exc:
-        _fail(exc)
+            return queries.list_runs(conn, status=status, workflow=workflow, limit=limit)
+
+    rows = _guarded(read)
     console.print(render_runs([RunRecord.from_row(row) for row in rows]))
 
 
@@ -166,11 +164,8 @@ def runs_list(ctx: click.Context, status: str | None, workflow: str | None, limi
 def runs_show(ctx: click.Context, run_id: str, show_tracebacks: bool) -> None:
     """A run with its steps, states, attempts and timings."""
     store = _context(ctx).store
-    try:
-        run = load_run(store, run_id)
-        steps = load_steps(store, run_id)
-    except DurableError as exc:
-        _fail(exc)
+    run = _guarded(lambda: load_run(store, run_id))
+    steps = _guarded(lambda: load_steps(store, run_id))
     console.print(render_run(run))
     console.print(render_steps(steps))
     if show_tracebacks:
@@ -183,11 +178,7 @@ def runs_show(ctx: click.Context, run_id: str, show_tracebacks: bool) -> None:
 
 def _operate(ctx: click.Context, call: Any, done: Any) -> None:
     """Run an operation; ``done(value)`` says what happened."""
-    try:
-        value = call(_context(ctx).operations)
-    except DurableError as exc:
-        _fail(exc)
-    console.print(done(value))
+    console.print(done(_guarded(lambda: call(_context(ctx).operations))))
 
 
 @runs.command("resume")
@@ -232,10 +223,7 @@ def runs_fork(ctx: click.Context, run_id: str, from_step: str) -> None:
 @click.pass_context
 def runs_prune(ctx: click.Context, older_than: str, status: str | None) -> None:
     """Delete finished runs (and their journals) older than the given age, in batches."""
-    try:
-        seconds = parse_duration(older_than)
-    except DurableError as exc:
-        _fail(exc)
+    seconds = _guarded(lambda: parse_duration(older_than))
     _operate(ctx, lambda ops: ops.prune(seconds, status),
              lambda deleted: f"Deleted {deleted} finished run(s) older than {older_than}.")
 
@@ -245,11 +233,12 @@ def runs_prune(ctx: click.Context, older_than: str, status: str | None) -> None:
 def workers(ctx: click.Context) -> None:
     """Worker processes known by their heartbeats."""
     context = _context(ctx)
-    try:
+
+    def read() -> list[Any]:
         with context.store.read() as conn:
-            rows = queries.list_workers(conn)
-    except DurableError as exc:
-        _fail(exc)
+            return queries.list_workers(conn)
+
+    rows = _guarded(read)
     console.print(render_workers(rows, time.time() - context.worker_timeout))
 
 
