@@ -46,7 +46,7 @@ class Operations:
         self.unit_of_work = unit_of_work
 
     def _run(self, uow: UnitOfWork, run_id: str) -> Any:
-        run = queries.get_run(uow.conn, run_id)
+        run = queries.get_run(uow.conn, run_id, lock=True)  # first, like every writer (no deadlock)
         if run is None:
             raise RunNotFoundError(f"No run with id {run_id!r} in the durable store at {self.store.redacted_url()}.")
         return run

@@ -79,8 +79,14 @@ def run_id_for_key(conn: Connection, idempotency_key: str) -> str | None:
     return conn.execute(select(runs.c.id).where(runs.c.idempotency_key == idempotency_key)).scalar()
 
 
-def get_run(conn: Connection, run_id: str) -> Any:
-    return conn.execute(select(runs).where(runs.c.id == run_id)).first()
+def get_run(conn: Connection, run_id: str, *, lock: bool = False) -> Any:
+    """The run row; ``lock`` holds it until the transaction ends.
+
+    Every writer that touches a run's rows locks the run row first (the coordinator does in
+    :func:`lock_run`), so two writers never wait on each other in opposite orders.
+    """
+    query = select(runs).where(runs.c.id == run_id)
+    return conn.execute(query.with_for_update() if lock else query).first()
 
 
 def lock_run(conn: Connection, run_id: str) -> Any:
