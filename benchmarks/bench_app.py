@@ -65,8 +65,7 @@ def stats() -> dict[str, Any]:
         "pid": os.getpid(),
         "published": _published,
         "commits": durable.store.commits if durable is not None else 0,
-        "advisory_commits": durable.store.advisory_commits if durable is not None else 0,
-        "durable_published": durable.publisher.published if durable is not None else 0,
+        "autocommit_commits": durable.store.autocommit_commits if durable is not None else 0,
     }
 
 

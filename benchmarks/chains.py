@@ -43,7 +43,7 @@ class ChainResult:
     messages_worker: int = 0
     commits_bench: int = 0
     commits_worker: int = 0
-    advisory_commits: int = 0
+    autocommit_commits: int = 0
     messages_per_step: float = 0.0
     commits_per_step: float = 0.0
     clean_shutdown: bool = False
@@ -201,8 +201,9 @@ def chain_child(args: argparse.Namespace) -> dict[str, Any]:
         result.commits_worker = worker_after["commits"] - worker_before["commits"]
         result.messages_per_step = (result.messages_bench + result.messages_worker) / steps
         result.commits_per_step = (result.commits_bench + result.commits_worker) / steps
-        result.advisory_commits = (worker_after.get("advisory_commits", 0) - worker_before.get("advisory_commits", 0)
-                                   + bench_after.get("advisory_commits", 0) - bench_before.get("advisory_commits", 0))
+        result.autocommit_commits = sum(after.get("autocommit_commits", 0) - before.get("autocommit_commits", 0)
+                                        for before, after in ((worker_before, worker_after),
+                                                              (bench_before, bench_after)))
 
         result.clean_shutdown = stop_worker(worker) and (workdir / "shutdown.json").exists()
     except Exception as exc:
@@ -214,8 +215,7 @@ def chain_child(args: argparse.Namespace) -> dict[str, Any]:
         if worker is not None:
             stop_worker(worker)
         if bench is not None and bench.durable is not None:
-            bench.durable.identity.stop()
-            bench.durable.store.dispose()
+            bench.durable.close()
         if engine == "postgresql":
             quietly(pg_execute, args.pg, f'DROP SCHEMA IF EXISTS "{args.schema}" CASCADE')
         quietly(flush_redis, broker)

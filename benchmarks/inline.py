@@ -95,8 +95,7 @@ def inline_durable(args: argparse.Namespace, workdir: Path, deadline: float) -> 
         durations = time_workflows(call, args.workflows, deadline)
         fill_inline(result, durations, durable.store.commits - commits)
     finally:
-        durable.identity.stop()
-        durable.store.dispose()
+        durable.close()
         if args.engine == "postgresql":
             quietly(pg_execute, args.pg, f'DROP SCHEMA IF EXISTS "{args.schema}" CASCADE')
     return result

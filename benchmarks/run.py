@@ -218,8 +218,8 @@ def chains_table(plan: Plan, results: dict[str, dict[str, Any]]) -> tuple[Any, l
                      f"{verdict(messages <= TARGET_MESSAGES + 0.005)}")
         lines.append(f"target: {CHAIN_LABELS[mode]}: at most {TARGET_COMMITS:.0f} commits per step: {commits:.2f} "
                      f"(worker {data['commits_worker'] / steps:.2f} + benchmark process "
-                     f"{data['commits_bench'] / steps:.2f}; of all, {data.get('advisory_commits', 0) / steps:.2f} "
-                     f"advisory commits that do not wait for the disk), {verdict(commits <= TARGET_COMMITS + 0.005)}")
+                     f"{data['commits_bench'] / steps:.2f}; of all, {data.get('autocommit_commits', 0) / steps:.2f} "
+                     f"autocommit commits that do not wait for the disk), {verdict(commits <= TARGET_COMMITS + 0.005)}")
     return table, lines
 
 

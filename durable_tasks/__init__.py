@@ -15,6 +15,8 @@
     durable.chain(charge_card.s(42), send_receipt.s()).start()
 """
 
+from importlib.metadata import PackageNotFoundError, version
+
 from .app import Durable
 from .chain import ChainSleep, DurableChain
 from .config import Settings
@@ -23,6 +25,7 @@ from .definitions import Workflow
 from .errors import (
     ConfigurationError,
     DurableError,
+    IdempotencyConflictError,
     InvalidStateError,
     NonDeterminismError,
     PayloadError,
@@ -42,9 +45,13 @@ from .errors import (
 )
 from .handle import AttemptRecord, RunHandle, RunRecord, StepRecord
 from .retry import RetryPolicy
+from .vocabulary import RunStatus, StepStatus
 from .workflow import StepFuture, WorkflowContext
 
-__version__ = "0.1.0"
+try:
+    __version__ = version("durable-tasks")
+except PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "AttemptRecord",
@@ -53,6 +60,7 @@ __all__ = [
     "Durable",
     "DurableChain",
     "DurableError",
+    "IdempotencyConflictError",
     "InvalidStateError",
     "NonDeterminismError",
     "PayloadError",
@@ -63,6 +71,7 @@ __all__ = [
     "RunHandle",
     "RunNotFoundError",
     "RunRecord",
+    "RunStatus",
     "SchemaError",
     "SerializationError",
     "Settings",
@@ -70,6 +79,7 @@ __all__ = [
     "StepFuture",
     "StepInfo",
     "StepRecord",
+    "StepStatus",
     "StoreError",
     "StoreUnavailableError",
     "UnknownTaskError",

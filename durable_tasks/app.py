@@ -2,34 +2,28 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
-from uuid import uuid4
 
 from celery import Celery
 from celery.utils.imports import gen_task_name
-from sqlalchemy.exc import IntegrityError
 
-from . import coordinator
 from .celery_bridge import CeleryPublisher, install_bootstep, register_coordinator_task
 from .chain import CHAIN_WORKFLOW, ChainSleep, DurableChain, run_chain
 from .config import Settings, resolve_settings
-from .definitions import Registry, Workflow
+from .definitions import Workflow
 from .durations import parse_duration
 from .errors import ConfigurationError
 from .handle import RunHandle, RunRecord, StepRecord, load_steps
-from .heartbeat import ProcessIdentity
 from .operations import Operations
-from .outbox import UnitOfWork
+from .registry import STEP_ATTRIBUTE, StepDefinition, WorkflowDefinition
 from .retry import RetryPolicy
-from .serialization import dumps
+from .runtime import Runtime
+from .starting import start_run
 from .store import queries
 from .store.database import Store
-from .store.schema import CANCELLED, PENDING
 from .task_step import make_step
 from .timers import DatabaseTimers, TimerBackend
-from .transitions import send_advance
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -51,22 +45,29 @@ class Durable:
         if getattr(app, "_durable", None) is not None:
             raise ConfigurationError(f"Celery app {app.main!r} already has a Durable instance; create one per app.")
         self.app = app
-        self.settings: Settings = resolve_settings(app.conf, {"store": store, **options})
-        self.store = Store(self.settings.store, schema=self.settings.schema,
-                           auto_migrate=self.settings.migrate_automatically)
-        self.registry = Registry()
-        self.publisher = CeleryPublisher(app, self.settings.queue)
-        self.identity = ProcessIdentity(self.store, interval=self.settings.heartbeat_interval,
-                                        lease=self.settings.worker_timeout)
-        self.timers: TimerBackend = DatabaseTimers(self)
-        self.operations = Operations(self.store, self.unit_of_work)
-        self.registry.add(Workflow(self, run_chain, CHAIN_WORKFLOW, None))
-        self.advance_task = register_coordinator_task(self)
-        install_bootstep(self)
+        settings = resolve_settings(app.conf, {"store": store, **options})
+        self.runtime = Runtime(app, settings, CeleryPublisher(app, settings.queue))
+        self.timers: TimerBackend = DatabaseTimers(self.runtime)
+        self.operations = Operations(self.runtime.store, self.runtime.unit_of_work)
+        self.runtime.registry.add(WorkflowDefinition(run_chain, CHAIN_WORKFLOW, None))
+        self.advance_task = register_coordinator_task(self.runtime)
+        install_bootstep(self.runtime, self.timers)
         app._durable = self  # type: ignore[attr-defined]
 
-    def unit_of_work(self) -> UnitOfWork:
-        return UnitOfWork(self.store, self.publisher, redelivery_after=self.settings.redelivery_after)
+    @property
+    def settings(self) -> Settings:
+        """The resolved settings (arguments over ``app.conf.durable_*`` over defaults)."""
+        return self.runtime.settings
+
+    @property
+    def store(self) -> Store:
+        """The journal database."""
+        return self.runtime.store
+
+    def close(self) -> None:
+        """Stop this process's heartbeats and close the store's connections (tests, scripts)."""
+        self.runtime.identity.stop()
+        self.runtime.store.dispose()
 
     # --- declaring ---------------------------------------------------------------------------------------
 
@@ -89,9 +90,9 @@ class Durable:
 
         def decorate(target: Any) -> Any:
             if hasattr(target, "apply_async"):
-                return make_step(self, target, retry)
+                return make_step(self.runtime, target, retry)
             if callable(target):
-                setattr(target, coordinator.STEP_RETRY_ATTR, retry)
+                setattr(target, STEP_ATTRIBUTE, StepDefinition(retry))
                 return target
             raise ConfigurationError(f"@durable.step decorates a Celery task or a function, not {target!r}.")
 
@@ -118,15 +119,15 @@ class Durable:
         def decorate(function: Callable[..., Any]) -> Workflow[Any, Any]:
             # Named like Celery names tasks, so "__main__" becomes the app's main module name.
             default = gen_task_name(self.app, function.__qualname__, function.__module__)
-            workflow: Workflow[Any, Any] = Workflow(self, function, name or default, retry)
-            self.registry.add(workflow)
+            workflow: Workflow[Any, Any] = Workflow(self.runtime, function, name or default, retry)
+            self.runtime.registry.add(workflow)
             return workflow
 
         return decorate if fn is None else decorate(fn)
 
     def chain(self, *signatures: Any) -> DurableChain:
         """A durable drop-in for ``celery.chain``: ``durable.chain(a.s(1), b.s(), c.si()).start()``."""
-        return DurableChain(self, signatures)
+        return DurableChain(self.runtime, signatures)
 
     @staticmethod
     def sleep(duration: float | str) -> ChainSleep:
@@ -136,41 +137,16 @@ class Durable:
     # --- running -----------------------------------------------------------------------------------------
 
     def start(self, workflow: str | Workflow[Any, Any], *args: Any, idempotency_key: str | None = None,
-              advance_now: bool = False, **kwargs: Any) -> RunHandle:
+              **kwargs: Any) -> RunHandle:
         """Start a run of a registered workflow (by object or name) and return its handle at once.
 
         The run and its first message commit together; if the broker is down the message waits in the
-        outbox and the workers' relay sends it later. The same ``idempotency_key`` returns the same run.
-        With ``advance_now`` this process replays the workflow right away (inline steps run here, task
-        steps are dispatched in the same commit as the run) instead of sending it to a worker.
+        outbox and the workers' relay sends it later. The same ``idempotency_key`` with the same workflow
+        and arguments returns the same run; with others it raises
+        :class:`~durable_tasks.IdempotencyConflictError` naming the existing run.
         """
-        definition = self.registry.get(workflow if isinstance(workflow, str) else workflow.name)
-        call = dumps({"args": list(args), "kwargs": kwargs}, what=f"input of workflow {definition.name!r}",
-                     max_bytes=self.settings.max_payload_bytes)
-        run_id = str(uuid4())
-        now = time.time()
-        if advance_now:
-            _ = self.identity.worker_id  # see coordinator.advance: never first read inside a transaction
-        try:
-            with self.unit_of_work() as uow:
-                if idempotency_key is not None:
-                    existing = queries.run_id_for_key(uow.conn, idempotency_key)
-                    if existing is not None:
-                        return RunHandle(self.store, existing)
-                queries.insert_run(uow.conn, id=run_id, workflow=definition.name, status=PENDING, input=call,
-                                   idempotency_key=idempotency_key, fingerprint=definition.fingerprint,
-                                   created_at=now, updated_at=now)
-                if advance_now:
-                    coordinator.advance(self, run_id, uow=uow)
-                else:
-                    send_advance(uow, run_id)
-        except IntegrityError:
-            # Another caller started the same idempotency key between our check and insert.
-            with self.store.read() as conn:
-                existing = queries.run_id_for_key(conn, idempotency_key) if idempotency_key else None
-            if existing is None:
-                raise
-            return RunHandle(self.store, existing)
+        definition = self.runtime.registry.get(workflow if isinstance(workflow, str) else workflow.name)
+        run_id = start_run(self.runtime, definition, args, kwargs, idempotency_key=idempotency_key)
         return RunHandle(self.store, run_id)
 
     def run(self, run_id: str) -> RunHandle:
@@ -186,11 +162,6 @@ class Durable:
     def steps(self, run_id: str) -> list[StepRecord]:
         """The journal of a run."""
         return load_steps(self.store, run_id)
-
-    def is_cancelled(self, run_id: str) -> bool:
-        with self.store.read() as conn:
-            row = queries.get_run(conn, run_id)
-        return row is not None and row.status == CANCELLED
 
     # --- operating ---------------------------------------------------------------------------------------
 
@@ -210,7 +181,7 @@ class Durable:
 
     def fork(self, run_id: str, from_step: str) -> RunHandle:
         """A new run that reuses the journal before ``from_step`` and runs the rest on the current code."""
-        workflow = self.registry.workflows.get(self.run(run_id).info().workflow)
+        workflow = self.runtime.registry.find(self.run(run_id).info().workflow)
         return self.run(self.operations.fork(run_id, from_step, workflow.fingerprint if workflow else None))
 
     def prune(self, older_than: float | str, status: str | None = None) -> int:

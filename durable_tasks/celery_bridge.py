@@ -1,4 +1,4 @@
-"""Everything that touches Celery itself: publishing outbox messages, the coordinator task, the bootstep.
+"""Everything that touches Celery itself: publishing messages, the coordinator task, the worker bootstep.
 
 ``celery -A proj worker`` is all a user starts: the bootstep runs the relay, the timer service and the
 sweeper in a thread of every worker, and the coordinator is an ordinary task (``durable_tasks.advance``).
@@ -10,17 +10,15 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from celery import bootsteps
+from celery import Celery, bootsteps
 
 from . import coordinator, outbox, recovery
-from .store.queries import ADVANCE, DISPATCH, OutboxMessage
-
-if TYPE_CHECKING:
-    from celery import Celery
-
-    from .app import Durable
+from .logs import RateLimitedLog
+from .messages import AdvanceMessage, Message, StepMessage
+from .runtime import Runtime
+from .timers import TimerBackend
 
 logger = logging.getLogger("durable_tasks.worker")
 
@@ -28,39 +26,32 @@ ADVANCE_TASK = "durable_tasks.advance"
 
 
 class CeleryPublisher:
-    """Sends outbox messages as Celery task messages; counts them (the benchmark reports per-step figures)."""
+    """Sends messages as Celery task messages: a step to its task, an advance to the coordinator task."""
 
     def __init__(self, app: Celery, queue: str | None) -> None:
         self.app = app
         self.queue = queue
-        self.published = 0
 
-    def publish(self, message: OutboxMessage) -> None:
-        payload = message.payload
-        if message.kind == DISPATCH:
-            headers = {"durable": {
-                "run": message.run_id, "position": payload["position"], "attempt": payload["attempt"],
-                "step_key": payload["step_key"], "outbox": message.id, "retry": payload.get("retry"),
-            }}
-            self.app.send_task(payload["task"], args=payload["args"], kwargs=payload["kwargs"],
-                               task_id=payload["task_id"], headers=headers, add_to_parent=False,
-                               retries=payload["attempt"] - 1,  # task.request.retries as under Celery
-                               **payload.get("options", {}))
-        elif message.kind == ADVANCE:
+    def publish(self, message: Message) -> None:
+        if isinstance(message, StepMessage):
+            self.app.send_task(message.task, args=message.args, kwargs=message.kwargs, task_id=message.task_id,
+                               headers=message.to_headers(), add_to_parent=False,
+                               retries=message.attempt - 1,  # task.request.retries as under Celery
+                               **message.options)
+        elif isinstance(message, AdvanceMessage):
             options = {"queue": self.queue} if self.queue else {}
-            self.app.send_task(ADVANCE_TASK, args=[message.run_id], kwargs={"outbox_id": message.id},
+            self.app.send_task(ADVANCE_TASK, args=[message.run_id], kwargs={"outbox_id": message.outbox_id},
                                add_to_parent=False, **options)
         else:
-            raise ValueError(f"unknown outbox message kind {message.kind!r}")
-        self.published += 1
+            raise TypeError(f"cannot publish {message!r}")
 
 
-def register_coordinator_task(durable: Durable) -> Any:
+def register_coordinator_task(runtime: Runtime) -> Any:
     """The task that advances a run when a message asks for it (start, timers, resumes, recovery)."""
 
-    @durable.app.task(name=ADVANCE_TASK, ignore_result=True, shared=False)
+    @runtime.app.task(name=ADVANCE_TASK, ignore_result=True, shared=False)
     def advance(run_id: str, outbox_id: int | None = None) -> None:
-        coordinator.advance(durable, run_id, consume=outbox_id)
+        coordinator.advance(runtime, run_id, consume=outbox_id)
 
     return advance
 
@@ -68,27 +59,28 @@ def register_coordinator_task(durable: Durable) -> Any:
 class WorkerServices:
     """The background duties of a worker: relay, timers, sweeper (heartbeats run on their own thread)."""
 
-    def __init__(self, durable: Durable) -> None:
-        self.durable = durable
+    def __init__(self, runtime: Runtime, timers: TimerBackend) -> None:
+        self.runtime = runtime
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        settings = durable.settings
+        self._failures = RateLimitedLog(logger, every=60.0)
+        settings = runtime.settings
         # The relay's first query is a cheap read; running it every second lets the CLI's messages (left
         # in the outbox with publish_after=now) leave within about a second.
         relay_every = min(1.0, max(settings.redelivery_after / 4, 0.2))
         self._duties: list[tuple[str, float, Callable[[], Any]]] = [
-            ("timers", settings.timer_interval, durable.timers.fire_due),
+            ("timers", settings.timer_interval, timers.fire_due),
             ("relay", relay_every, self._relay),
-            ("sweeper", settings.sweep_interval, lambda: recovery.sweep(durable)),
+            ("sweeper", settings.sweep_interval, lambda: recovery.sweep(runtime)),
         ]
 
     def _relay(self) -> int:
-        return outbox.relay(self.durable.store, self.durable.publisher,
-                            redelivery_after=self.durable.settings.redelivery_after)
+        return outbox.relay(self.runtime.store, self.runtime.publisher,
+                            redelivery_after=self.runtime.settings.redelivery_after)
 
     def start(self) -> None:
-        self.durable.store.ensure_ready()
-        _ = self.durable.identity.worker_id  # first heartbeat now, so this worker is live at once
+        self.runtime.store.ensure_ready()
+        self.runtime.identity.start()  # first heartbeat now, so this worker is live at once
         self._thread = threading.Thread(target=self._run, name="durable-services", daemon=True)
         self._thread.start()
 
@@ -99,7 +91,6 @@ class WorkerServices:
 
     def _run(self) -> None:
         next_due = dict.fromkeys((name for name, _, _ in self._duties), 0.0)
-        failing: set[str] = set()
         while not self._stop.is_set():
             now = time.monotonic()
             for name, every, duty in self._duties:
@@ -108,18 +99,14 @@ class WorkerServices:
                 next_due[name] = now + every
                 try:
                     duty()
-                    if name in failing:
-                        failing.discard(name)
-                        logger.warning("Durable %s recovered.", name)
-                except Exception as exc:  # the database or broker may be down: log once, keep going
-                    if name not in failing:
-                        failing.add(name)
-                        logger.error("Durable %s failed (%s: %s); retrying.", name, type(exc).__name__, exc)
+                    self._failures.recovered(name, "Durable %s works again.", name)
+                except Exception:  # the database or broker may be down, or a bug: say which, keep going
+                    self._failures.exception(name, "Durable %s failed; retrying every %.1fs.", name, every)
             self._stop.wait(max(0.0, min(next_due.values()) - time.monotonic()))
 
 
-def install_bootstep(durable: Durable) -> None:
-    """Add the services to every worker of ``durable.app`` (``celery -A proj worker``)."""
+def install_bootstep(runtime: Runtime, timers: TimerBackend) -> None:
+    """Add the services to every worker of ``runtime.app`` (``celery -A proj worker``)."""
 
     class DurableServices(bootsteps.StartStopStep):
         """durable-tasks: outbox relay, timers, heartbeats and sweeper."""
@@ -130,13 +117,13 @@ def install_bootstep(durable: Durable) -> None:
             self.services: WorkerServices | None = None
 
         def start(self, worker: Any) -> None:
-            if durable.settings.worker_services:
-                self.services = WorkerServices(durable)
+            if runtime.settings.worker_services:
+                self.services = WorkerServices(runtime, timers)
                 self.services.start()
 
         def stop(self, worker: Any) -> None:
             if self.services is not None:
                 self.services.stop()
-            durable.identity.stop()
+            runtime.identity.stop()
 
-    durable.app.steps["worker"].add(DurableServices)
+    runtime.app.steps["worker"].add(DurableServices)

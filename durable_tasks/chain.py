@@ -9,17 +9,17 @@ built-in workflow :data:`CHAIN_WORKFLOW`, whose input is the encoded signatures.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from celery.canvas import Signature, _chain, chord, group
 
 from .durations import parse_duration
 from .errors import ConfigurationError
+from .handle import RunHandle
+from .registry import step_definition
+from .runtime import Runtime
+from .starting import start_run
 from .workflow import WorkflowContext
-
-if TYPE_CHECKING:
-    from .app import Durable
-    from .handle import RunHandle
 
 CHAIN_WORKFLOW = "durable_tasks.chain"
 
@@ -46,21 +46,22 @@ class ChainSleep:
 class DurableChain:
     """A chain of signatures run as one durable run; start it like a Celery chain."""
 
-    def __init__(self, durable: Durable, items: tuple[Any, ...]) -> None:
+    def __init__(self, runtime: Runtime, items: tuple[Any, ...]) -> None:
         if not items:
             raise ConfigurationError("durable.chain() needs at least one signature.")
-        self.durable = durable
-        self.elements = [element for item in items for element in _encode(durable, item)]
+        self.runtime = runtime
+        self.elements = [element for item in items for element in _encode(runtime, item)]
         names = [task["task"] for element in self.elements for task in element.get("tasks", [element])
                  if "task" in task]
-        self._tasks_known = all(name in durable.app.tasks for name in names)
+        self._tasks_known = all(name in runtime.app.tasks for name in names)
 
     def start(self, *args: Any, idempotency_key: str | None = None, **kwargs: Any) -> RunHandle:
         """Start the chain; ``args``/``kwargs`` go to the first signature (as ``chain.delay(...)`` does)."""
         # A chain runs no user code in its coordinator, so when this process knows its tasks the run and
         # its first message commit together here, saving a broker hop; otherwise a worker advances it.
-        return self.durable.start(CHAIN_WORKFLOW, self.elements, list(args), kwargs,
-                                  idempotency_key=idempotency_key, advance_now=self._tasks_known)
+        run_id = start_run(self.runtime, self.runtime.registry.get(CHAIN_WORKFLOW), (self.elements, list(args), kwargs),
+                           {}, idempotency_key=idempotency_key, advance_now=self._tasks_known)
+        return RunHandle(self.runtime.store, run_id)
 
     def apply_async(self, args: Any = None, kwargs: dict[str, Any] | None = None, *,
                     idempotency_key: str | None = None, **options: Any) -> RunHandle:
@@ -78,36 +79,36 @@ class DurableChain:
     __call__ = delay
 
 
-def _encode(durable: Durable, item: Any) -> list[dict[str, Any]]:
+def _encode(runtime: Runtime, item: Any) -> list[dict[str, Any]]:
     if isinstance(item, ChainSleep):
         return [{"type": "sleep", "seconds": item.seconds}]
     if isinstance(item, _chain):
-        return [element for task in item.tasks for element in _encode(durable, task)]
+        return [element for task in item.tasks for element in _encode(runtime, task)]
     if isinstance(item, chord):
-        return [_encode_group(durable, item.tasks), *_encode(durable, item.body)]
+        return [_encode_group(runtime, item.tasks), *_encode(runtime, item.body)]
     if isinstance(item, group):
-        return [_encode_group(durable, item.tasks)]
+        return [_encode_group(runtime, item.tasks)]
     if isinstance(item, Signature):
-        return [_encode_signature(durable, item)]
+        return [_encode_signature(runtime, item)]
     if hasattr(item, "s") and hasattr(item, "name"):
-        return [_encode_signature(durable, item.s())]
+        return [_encode_signature(runtime, item.s())]
     raise ConfigurationError(f"durable.chain() takes signatures, groups, chains and durable.sleep(), not {item!r}.")
 
 
-def _encode_group(durable: Durable, tasks: Any) -> dict[str, Any]:
-    encoded = [_encode_signature(durable, task) for task in tasks]
+def _encode_group(runtime: Runtime, tasks: Any) -> dict[str, Any]:
+    encoded = [_encode_signature(runtime, task) for task in tasks]
     return {"type": "group", "tasks": encoded}
 
 
-def _encode_signature(durable: Durable, signature: Any) -> dict[str, Any]:
+def _encode_signature(runtime: Runtime, signature: Any) -> dict[str, Any]:
     if not isinstance(signature, Signature) or isinstance(signature, _chain | group):
         raise ConfigurationError(f"A group in a durable chain takes plain signatures, not {signature!r}.")
     for option, advice in REFUSED_OPTIONS.items():
         if signature.options.get(option):
             raise ConfigurationError(f"Signature {signature.task} sets {option!r}, which a durable chain does not "
                                      f"support: {advice}.")
-    task = durable.app.tasks.get(signature.task)
-    if task is not None and getattr(task, "__durable_step__", None) is None:
+    task = runtime.app.tasks.get(signature.task)
+    if task is not None and step_definition(task) is None:
         raise ConfigurationError(
             f"Task {signature.task!r} is not a durable step, so its result could not be journaled. "
             "Decorate it with @durable.step (above @app.task)."

@@ -20,22 +20,22 @@ from .cli_render import render_run, render_runs, render_steps, render_workers
 from .durations import parse_duration
 from .errors import DurableError
 from .handle import RunRecord, load_run, load_steps
+from .messages import Message
 from .operations import Operations
 from .outbox import UnitOfWork
 from .store import queries
 from .store.database import Store
 from .store.engine import default_store_url
-from .store.queries import OutboxMessage
-from .store.schema import ACTIVE_STATUSES, FINISHED_STATUSES
+from .vocabulary import RunStatus
 
-RUN_STATUSES = [*ACTIVE_STATUSES, *FINISHED_STATUSES]
+RUN_STATUSES = [status.value for status in RunStatus]
 console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 class DeferredPublisher:
     """Publishes nothing: the messages stay in the outbox for the workers' relay."""
 
-    def publish(self, message: OutboxMessage) -> None:
+    def publish(self, message: Message) -> None:
         return None  # written with publish_after=now, so the next relay pass sends it
 
 

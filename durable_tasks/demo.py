@@ -23,7 +23,8 @@ from typing import Any
 from celery import Celery
 from kombu.transport import sqlalchemy as sqla_transport
 
-from .app import Durable
+from durable_tasks import Durable
+from durable_tasks.vocabulary import StepStatus
 
 DEMO_DIR = Path(os.environ.get("DURABLE_DEMO_DIR", ".durable-demo")).resolve()
 STEP_SECONDS = float(os.environ.get("DURABLE_DEMO_STEP_SECONDS", "1.5"))
@@ -151,7 +152,7 @@ def run_demo(say: Any = print) -> bool:
         def step_three_running() -> bool:
             steps = {step.step_key: step for step in handle.steps()}
             step = steps.get("durable_tasks.demo.charge_card")
-            return step is not None and step.status == "running"
+            return step is not None and step.status == StepStatus.RUNNING
 
         _wait_for(step_three_running, 60, "step 3 to start")
         worker.send_signal(signal.SIGKILL)

@@ -11,6 +11,7 @@ what to do about it::
     ├── UnknownWorkflowError        no workflow registered under that name
     ├── UnknownTaskError            a step names a Celery task no one registered
     ├── RunNotFoundError            no run with that id
+    ├── IdempotencyConflictError    a key already names another start (other workflow or input)
     ├── PayloadError                a value cannot be journaled
     │   ├── SerializationError      JSON cannot encode it (names run, step and type)
     │   └── PayloadTooLargeError    bigger than ``max_payload_bytes``
@@ -59,6 +60,17 @@ class UnknownTaskError(DurableError):
 
 class RunNotFoundError(DurableError):
     """No run has the given id."""
+
+
+class IdempotencyConflictError(DurableError):
+    """An idempotency key already belongs to a run of another workflow, or with other input.
+
+    ``run_id`` is the existing run.
+    """
+
+    def __init__(self, message: str, *, run_id: str) -> None:
+        super().__init__(message)
+        self.run_id = run_id
 
 
 class PayloadError(DurableError):
@@ -121,3 +133,8 @@ class Suspend(BaseException):
     Derives from ``BaseException`` on purpose: a workflow's ``except Exception`` must not swallow it.
     Never raise or catch it yourself.
     """
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(kind)
+        self.kind = kind
+        """The kind of step the run waits for (``task``, ``sleep``, ...)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .errors import (
     ResultTimeoutError,
@@ -14,12 +14,11 @@ from .errors import (
     StoreUnavailableError,
     WorkflowFailedError,
 )
+from .records import RunRow, StepRow
 from .serialization import loads
 from .store import queries
-from .store.schema import CANCELLED, FAILED, FINISHED_STATUSES, SUCCEEDED
-
-if TYPE_CHECKING:
-    from .store.database import Store
+from .store.database import Store
+from .vocabulary import FINISHED_RUN_STATUSES, AttemptStatus, RunStatus, StepKind, StepStatus
 
 STORE_OUTAGE_TOLERANCE = 60.0
 
@@ -76,7 +75,7 @@ class RunRecord:
     finished_at: float | None
 
     @classmethod
-    def from_row(cls, row: Any) -> RunRecord:
+    def from_row(cls, row: RunRow) -> RunRecord:
         call = loads(row.input) or {}
         return cls(row.id, row.workflow, row.status, call.get("args", []), call.get("kwargs", {}),
                    loads(row.result), loads(row.error), row.idempotency_key, row.fingerprint, row.created_at,
@@ -102,19 +101,27 @@ def load_steps(store: Store, run_id: str) -> list[StepRecord]:
             row.started_at, row.duration))
     return [
         StepRecord(row.position, row.step_key, row.kind, row.name, row.status, row.attempt, loads(row.result),
-                   json.loads(row.error) if row.error else None, row.worker, row.celery_task_id,
-                   row.created_at, row.started_at, row.finished_at,
-                   tuple(by_position.get(row.position, ())) or _first_try(row))
+                   _current_error(row), row.worker, row.celery_task_id, row.created_at, row.started_at,
+                   row.finished_at, tuple(by_position.get(row.position, ())) or _first_try(row))
         for _, row in sorted(journal.items())
     ]
 
 
-def _first_try(row: Any) -> tuple[AttemptRecord, ...]:
+def _current_error(row: StepRow) -> dict[str, Any] | None:
+    """The step's error now: why it failed, or why it waits to retry; earlier failures are its attempts'."""
+    if row.error is None or row.status not in (StepStatus.FAILED, StepStatus.RETRYING):
+        return None
+    error: dict[str, Any] = json.loads(row.error)
+    return error
+
+
+def _first_try(row: StepRow) -> tuple[AttemptRecord, ...]:
     """A step that succeeded on its first attempt has no attempt row: its own row describes it."""
-    if row.status != "succeeded" or row.kind not in ("task", "inline") or row.started_at is None:
+    if row.status != StepStatus.SUCCEEDED or row.kind not in (StepKind.TASK, StepKind.INLINE) \
+            or row.started_at is None:
         return ()
     duration = row.finished_at - row.started_at if row.finished_at else None
-    return (AttemptRecord(1, "succeeded", None, None, None, row.worker, row.started_at, duration),)
+    return (AttemptRecord(1, AttemptStatus.SUCCEEDED, None, None, None, row.worker, row.started_at, duration),)
 
 
 class RunHandle:
@@ -133,7 +140,7 @@ class RunHandle:
         return self.info().status
 
     def ready(self) -> bool:
-        return self.status in FINISHED_STATUSES
+        return self.status in FINISHED_RUN_STATUSES
 
     def steps(self) -> list[StepRecord]:
         """The journal of the run, in order, with each step's attempts."""
@@ -158,20 +165,20 @@ class RunHandle:
                 time.sleep(max(interval, 0.5))
                 continue
             outage_until = time.monotonic() + STORE_OUTAGE_TOLERANCE
-            if info.status == SUCCEEDED:
+            if info.status == RunStatus.SUCCEEDED:
                 return info.result
-            if info.status == FAILED:
+            if info.status == RunStatus.FAILED:
                 error = info.error or {}
                 raise WorkflowFailedError(
                     f"Run {self.id} ({info.workflow}) failed: {error.get('type')}: "
                     f"{str(error.get('message')).rstrip('.')}. Fix the cause, then `durable runs resume {self.id}`.",
                     run_id=self.id, error=error)
-            if info.status == CANCELLED:
+            if info.status == RunStatus.CANCELLED:
                 raise RunCancelledError(f"Run {self.id} ({info.workflow}) was cancelled.")
             if deadline is not None and time.monotonic() >= deadline:
                 raise ResultTimeoutError(
                     f"Run {self.id} ({info.workflow}) is still {info.status} after {timeout}s. Are workers "
-                    "running (`celery -A <app> worker`)? `durable runs show` lists its steps.")
+                    f"running (`celery -A <app> worker`)? `durable runs show {self.id}` lists its steps.")
             time.sleep(interval)
 
     get = result  # AsyncResult compatibility

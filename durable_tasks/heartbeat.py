@@ -1,8 +1,10 @@
 """This process as the journal knows it: a worker id, a heartbeat row, and the run leases it holds.
 
-Every process that takes steps or advances runs (the worker, each prefork child) beats on its own, from a
-daemon thread started on first use, so a ``kill -9`` of any one of them shows as a stale heartbeat within
-``worker_timeout`` and the sweeper re-dispatches what it held.
+Every process that takes steps or advances runs (the worker, each prefork child) beats on its own, so a
+``kill -9`` of any one of them shows as a stale heartbeat within ``worker_timeout`` and the sweeper
+re-dispatches what it held. Beating starts with an explicit :meth:`ProcessIdentity.start`, which the
+worker's services, the step wrapper and the coordinator call before they open a transaction (the first
+beat is a write of its own, which would wait on the caller's write lock on SQLite).
 """
 
 from __future__ import annotations
@@ -12,15 +14,14 @@ import os
 import socket
 import threading
 import time
-from typing import TYPE_CHECKING
 from uuid import uuid4
 
+from .logs import RateLimitedLog
 from .store import queries
-
-if TYPE_CHECKING:
-    from .store.database import Store
+from .store.database import Store
 
 logger = logging.getLogger("durable_tasks.heartbeat")
+_beat_failures = RateLimitedLog(logger, every=60.0)
 
 
 class ProcessIdentity:
@@ -37,29 +38,38 @@ class ProcessIdentity:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    @property
-    def worker_id(self) -> str:
-        """``host:pid:nonce``; the first use in a process writes the first beat and starts the thread."""
-        if self._pid != os.getpid():
-            self._start()
+    def start(self) -> str:
+        """Start beating in this process (once per process: a forked child starts its own); returns the id.
+
+        Writes the first heartbeat before it returns, so the process is live at once.
+        """
+        if self._pid == os.getpid():
+            return self._worker_id
+        with self._lock:
+            if self._pid != os.getpid():
+                worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid4().hex[:6]}"
+                self._held = set()
+                self._stop = threading.Event()
+                self._worker_id = worker_id
+                self._pid = os.getpid()
+                self.beat()
+                self._thread = threading.Thread(target=self._run, args=(self._stop,), name="durable-heartbeat",
+                                                daemon=True)
+                self._thread.start()
         return self._worker_id
 
-    def _start(self) -> None:
-        with self._lock:
-            if self._pid == os.getpid():
-                return
-            self._pid = os.getpid()
-            self._worker_id = f"{socket.gethostname()}:{self._pid}:{uuid4().hex[:6]}"
-            self._held = set()
-            self._stop = threading.Event()
-            self.beat()
-            self._thread = threading.Thread(target=self._run, name="durable-heartbeat", daemon=True)
-            self._thread.start()
+    @property
+    def worker_id(self) -> str:
+        """``host:pid:nonce`` of this process; :meth:`start` must have been called in this process."""
+        if self._pid != os.getpid():
+            raise RuntimeError("ProcessIdentity.start() was not called in this process")
+        return self._worker_id
 
     def rotate(self) -> None:
-        """Take a new id: what the old one held looks dead and is recovered by the sweeper."""
-        self._stop.set()
-        self._pid = 0
+        """Take a new id at the next :meth:`start`: what the old one held looks dead to the sweeper."""
+        with self._lock:
+            self._stop.set()
+            self._pid = 0
 
     def hold(self, run_id: str) -> None:
         self._held.add(run_id)
@@ -73,19 +83,20 @@ class ProcessIdentity:
 
     def beat(self) -> None:
         now = time.time()
-        with self._store.advisory() as conn:
-            queries.heartbeat(conn, self._worker_id, socket.gethostname(), self._pid, now)
+        with self._store.autocommit() as conn:
+            queries.heartbeat(conn, self._worker_id, socket.gethostname(), os.getpid(), now)
             held = list(self._held)
             if held:
                 queries.renew_leases(conn, self._worker_id, held, now + self._lease)
 
-    def _run(self) -> None:
-        stop = self._stop
+    def _run(self, stop: threading.Event) -> None:
         while not stop.wait(self._interval):
             try:
                 self.beat()
-            except Exception as exc:  # the database may be down; keep trying
-                logger.warning("Heartbeat of %s failed: %s", self._worker_id, exc)
+                _beat_failures.recovered("beat", "Heartbeat of %s works again.", self._worker_id)
+            except Exception:  # the database may be down; keep trying
+                _beat_failures.exception("beat", "Heartbeat of %s failed; retrying every %.1fs.", self._worker_id,
+                                         self._interval, level=logging.WARNING)
 
     def stop(self) -> None:
         self._stop.set()

@@ -8,34 +8,17 @@ second (``redelivery_after=0``).
 from __future__ import annotations
 
 import json
+import shlex
 import time
 from collections.abc import Callable
-from typing import Any
-from uuid import uuid4
 
+from . import transitions
 from .errors import InvalidStateError, RunNotFoundError
 from .outbox import UnitOfWork
+from .records import RunRow, StepRow
 from .store import queries
 from .store.database import Store
-from .store.schema import (
-    ACTIVE_STATUSES,
-    CANCELLED,
-    FAILED,
-    FINISHED_STATUSES,
-    PENDING,
-    RUNNING,
-    STEP_CANCELLED,
-    STEP_DISPATCHED,
-    STEP_FAILED,
-    STEP_RETRYING,
-    STEP_SLEEPING,
-    STEP_SUCCEEDED,
-    SUCCEEDED,
-)
-from .transitions import record_attempt, redispatch, send_advance
-from .workflow import MARKER, TASK
-
-RESUMED = "resumed"
+from .vocabulary import ACTIVE_RUN_STATUSES, FINISHED_RUN_STATUSES, RunStatus, StepKind, StepStatus
 
 
 class Operations:
@@ -45,7 +28,7 @@ class Operations:
         self.store = store
         self.unit_of_work = unit_of_work
 
-    def _run(self, uow: UnitOfWork, run_id: str) -> Any:
+    def _run(self, uow: UnitOfWork, run_id: str) -> RunRow:
         run = queries.get_run(uow.conn, run_id, lock=True)  # first, like every writer (no deadlock)
         if run is None:
             raise RunNotFoundError(f"No run with id {run_id!r} in the durable store at {self.store.redacted_url()}.")
@@ -60,21 +43,15 @@ class Operations:
         """
         with self.unit_of_work() as uow:
             run = self._run(uow, run_id)
-            if run.status != FAILED:
-                raise InvalidStateError(
-                    f"Run {run_id} is {run.status}; only failed runs can be resumed. "
-                    + ("Use `durable runs retry-step` to skip a retry wait." if run.status in ACTIVE_STATUSES
-                       else "Use `durable runs fork` to replay a finished run.")
-                )
             journal = queries.load_journal(uow.conn, run_id).values()
+            if run.status != RunStatus.FAILED:
+                raise InvalidStateError(f"Run {run_id} is {run.status}; only failed runs can be resumed. "
+                                        + _instead_of_resume(run, list(journal)))
             failed_key = (json.loads(run.error or "{}") or {}).get("step")
             parked_at = next((step.position for step in journal if step.step_key == failed_key), None)
-            for step in journal:
-                if step.status == STEP_FAILED and parked_at is not None and step.position >= parked_at:
-                    self._restart_step(uow, step)
-            queries.update_run(uow.conn, run_id, status=RUNNING, error=None, result=None, finished_at=None,
-                               updated_at=time.time())
-            send_advance(uow, run_id)
+            restart = [step for step in journal
+                       if step.status == StepStatus.FAILED and parked_at is not None and step.position >= parked_at]
+            transitions.reopen_run(uow, run, restart=restart)
 
     def retry_step(self, run_id: str, step_key: str) -> None:
         """Run one step again now: a failed step (its run resumes) or one waiting out a retry backoff."""
@@ -84,47 +61,26 @@ class Operations:
             if step is None:
                 keys = [row.step_key for row in queries.load_journal(uow.conn, run_id).values()]
                 raise InvalidStateError(f"Run {run_id} has no step {step_key!r}; its steps are: {', '.join(keys)}.")
-            if step.status not in (STEP_FAILED, STEP_RETRYING):
+            if step.status not in (StepStatus.FAILED, StepStatus.RETRYING):
                 raise InvalidStateError(
                     f"Step {step_key!r} of run {run_id} is {step.status}; only failed steps and steps waiting "
                     "to retry can be retried (a journaled result is never executed again)."
                 )
-            if run.status not in (FAILED, *ACTIVE_STATUSES):
+            if run.status not in (RunStatus.FAILED, *ACTIVE_RUN_STATUSES):
                 raise InvalidStateError(f"Run {run_id} is {run.status}; it cannot continue.")
-            queries.cancel_timers(uow.conn, run_id, step.position, time.time())
-            self._restart_step(uow, step)
-            if run.status == FAILED:
-                queries.update_run(uow.conn, run_id, status=RUNNING, error=None, finished_at=None,
-                                   updated_at=time.time())
-            send_advance(uow, run_id)
-
-    def _restart_step(self, uow: UnitOfWork, step: Any) -> None:
-        if step.kind == TASK and not step.request:
-            # It failed before its message left (unknown task, bad arguments): the replay starts it afresh.
-            queries.delete_step(uow.conn, step.run_id, step.position)
-            return
-        attempt = step.attempt + 1
-        record_attempt(uow, step, attempt, status=RESUMED, worker=None, started_at=None)
-        if step.kind == TASK:
-            redispatch(uow, step, attempt)
-        else:  # inline steps run again at the next replay
-            queries.update_step(uow.conn, step.run_id, step.position, status=STEP_DISPATCHED, attempt=attempt,
-                                error=None, finished_at=None)
+            if run.status == RunStatus.FAILED:
+                transitions.reopen_run(uow, run, restart=[step])
+            else:
+                transitions.restart_step(uow, step)
+                uow.send_advance(run_id)
 
     def cancel(self, run_id: str, reason: str = "cancelled by operator") -> None:
         """Cancel a run: nothing new starts; running steps see it through ``current_step().is_cancelled()``."""
-        now = time.time()
         with self.unit_of_work() as uow:
             run = self._run(uow, run_id)
-            if run.status in (SUCCEEDED, CANCELLED):
+            if run.status in (RunStatus.SUCCEEDED, RunStatus.CANCELLED):
                 raise InvalidStateError(f"Run {run_id} is {run.status}; there is nothing to cancel.")
-            queries.cancel_timers(uow.conn, run_id, None, now)
-            queries.delete_outbox_of(uow.conn, run_id)
-            queries.cancel_pending_steps(uow.conn, run_id, (STEP_DISPATCHED, STEP_RETRYING, STEP_SLEEPING),
-                                         STEP_CANCELLED, now)
-            queries.update_run(uow.conn, run_id, status=CANCELLED, lease_owner=None, lease_until=None,
-                               error=json.dumps({"type": "cancelled", "message": reason}), finished_at=now,
-                               updated_at=now)
+            transitions.cancel_run(uow, run, reason)
 
     def fork(self, run_id: str, from_step: str, fingerprint: str | None = None) -> str:
         """Start a new run of the same workflow and input that reuses the journal before ``from_step``.
@@ -133,7 +89,6 @@ class Operations:
         everything after it run again, on the current code (``fingerprint`` records that code). Returns the
         new run's id.
         """
-        now = time.time()
         with self.unit_of_work() as uow:
             run = self._run(uow, run_id)
             journal = queries.load_journal(uow.conn, run_id)
@@ -142,30 +97,24 @@ class Operations:
                 keys = ", ".join(row.step_key for _, row in sorted(journal.items()))
                 raise InvalidStateError(f"Run {run_id} has no step {from_step!r}; its steps are: {keys}.")
             kept = [row for position, row in sorted(journal.items()) if position < start]
-            unfinished = [row.step_key for row in kept if row.status != STEP_SUCCEEDED and row.kind != MARKER]
+            unfinished = [row.step_key for row in kept
+                          if row.status != StepStatus.SUCCEEDED and row.kind != StepKind.MARKER]
             if unfinished:
                 raise InvalidStateError(
                     f"Run {run_id} cannot be forked from {from_step!r}: earlier steps have no result "
                     f"({', '.join(unfinished)}). Fork from the first of them."
                 )
-            new_id = str(uuid4())
-            queries.insert_run(uow.conn, id=new_id, workflow=run.workflow, status=PENDING, input=run.input,
-                               fingerprint=fingerprint or run.fingerprint, created_at=now, updated_at=now)
-            for row in kept:
-                values = {key: getattr(row, key) for key in row._fields if key != "run_id"}
-                queries.insert_step(uow.conn, run_id=new_id, **values)
-            send_advance(uow, new_id)
-        return new_id
+            return transitions.fork_run(uow, run, start, fingerprint or run.fingerprint)
 
     def prune(self, older_than: float, status: str | None = None, batch: int = 500) -> int:
         """Delete finished runs (and their journals) that finished more than ``older_than`` seconds ago.
 
         Only ``succeeded``, ``failed`` and ``cancelled`` runs are ever deleted; returns how many.
         """
-        statuses = (status,) if status else FINISHED_STATUSES
-        if any(value not in FINISHED_STATUSES for value in statuses):
+        statuses = (status,) if status else FINISHED_RUN_STATUSES
+        if any(value not in FINISHED_RUN_STATUSES for value in statuses):
             raise InvalidStateError(
-                f"prune deletes only finished runs ({', '.join(FINISHED_STATUSES)}), not {status!r}."
+                f"prune deletes only finished runs ({', '.join(FINISHED_RUN_STATUSES)}), not {status!r}."
             )
         cutoff = time.time() - older_than
         deleted = 0
@@ -177,3 +126,16 @@ class Operations:
             deleted += len(run_ids)
             if len(run_ids) < batch:
                 return deleted
+
+
+def _instead_of_resume(run: RunRow, journal: list[StepRow]) -> str:
+    """What to run instead of ``resume`` on a run that is not failed, as a command to paste."""
+    if run.status in ACTIVE_RUN_STATUSES:
+        waiting = [step.step_key for step in journal if step.status == StepStatus.RETRYING]
+        if not waiting:
+            return "It is still going; nothing to resume."
+        return f"To skip a retry wait: `durable runs retry-step {run.id} {shlex.quote(waiting[0])}`."
+    if not journal:
+        return "It has no steps to replay."
+    first = min(journal, key=lambda step: step.position).step_key
+    return f"To replay it as a new run: `durable runs fork {run.id} --from-step {shlex.quote(first)}`."

@@ -1,7 +1,7 @@
 """The outbox (I2): every message is durable in the same transaction as the change that causes it.
 
 A :class:`UnitOfWork` is a chain of write transactions; each commit publishes the messages it wrote right
-away (low latency). Two kinds of durable record back a message:
+away (low latency) and hands its transitions to the observers. Two kinds of durable record back a message:
 
 - an ``advance`` is a row of ``durable_outbox``; the coordinator deletes it in the transaction that acts on
   it;
@@ -16,41 +16,52 @@ harmless: the journal turns them into no-ops (I1, I4).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Protocol
 
 from sqlalchemy import Connection
 
+from .logs import RateLimitedLog
+from .messages import AdvanceMessage, Message, StepMessage
+from .observe import Observer, Transition, notify
 from .store import queries
 from .store.database import Store
-from .store.queries import OutboxMessage
+from .vocabulary import OutboxKind
 
 logger = logging.getLogger("durable_tasks.outbox")
+_publish_failures = RateLimitedLog(logger, every=30.0)
 
 
 class Publisher(Protocol):
-    """Sends committed outbox messages to the broker (see ``celery_bridge.CeleryPublisher``)."""
+    """Sends committed messages to the broker (see ``celery_bridge.CeleryPublisher``)."""
 
-    def publish(self, message: OutboxMessage) -> None: ...
+    def publish(self, message: Message) -> None: ...
 
 
 class UnitOfWork:
-    """Write transactions that publish their outbox messages after each commit.
+    """Write transactions that publish their messages and report their transitions after each commit.
 
     Use it as a context manager; :meth:`commit` and :meth:`begin` split the work into several transactions
     (the coordinator commits before it runs an inline step so no transaction is held during user code).
+    With ``autocommit`` each statement commits on its own without waiting for the disk
+    (:meth:`Store.autocommit`): for writes recovery does not depend on, such as a step's claim.
     """
 
-    def __init__(self, store: Store, publisher: Publisher, *, redelivery_after: float) -> None:
+    def __init__(self, store: Store, publisher: Publisher, *, redelivery_after: float,
+                 observers: Sequence[Observer] = (), autocommit: bool = False) -> None:
         self.store = store
         self.publisher = publisher
         self.redelivery_after = redelivery_after
-        self._transaction: Any = None
+        self.observers = observers
+        self.autocommit = autocommit
+        self._transaction: AbstractContextManager[Connection] | None = None
         self._conn: Connection | None = None
-        self._pending: list[OutboxMessage] = []
+        self._pending: list[Message] = []
+        self._noted: list[Transition] = []
 
     @property
     def conn(self) -> Connection:
@@ -59,34 +70,42 @@ class UnitOfWork:
         return self._conn
 
     def begin(self) -> UnitOfWork:
-        self._transaction = self.store.begin()
+        self._transaction = self.store.autocommit() if self.autocommit else self.store.begin()
         self._conn = self._transaction.__enter__()
         return self
 
     def commit(self) -> None:
-        """Commit the open transaction, then publish the messages it wrote."""
+        """Commit the open transaction, then publish its messages and report its transitions."""
         transaction, self._transaction, self._conn = self._transaction, None, None
-        transaction.__exit__(None, None, None)
+        if transaction is not None:
+            transaction.__exit__(None, None, None)
         pending, self._pending = self._pending, []
         for message in pending:
             publish_safely(self.publisher, message)
+        noted, self._noted = self._noted, []
+        if noted and self.observers:
+            notify(self.observers, noted)
 
     def rollback(self, exc: BaseException) -> None:
         transaction, self._transaction, self._conn = self._transaction, None, None
         self._pending = []
+        self._noted = []
         if transaction is not None:
             transaction.__exit__(type(exc), exc, exc.__traceback__)
 
-    def send(self, run_id: str, kind: str, payload: dict[str, Any]) -> OutboxMessage:
-        """Write a message to the outbox in the open transaction; it is published after commit."""
+    def send_advance(self, run_id: str) -> None:
+        """Ask a coordinator to replay the run: an outbox row, published after commit."""
         now = time.time()
-        message = queries.add_outbox(self.conn, run_id, kind, payload, now, now + self.redelivery_after)
-        self._pending.append(message)
-        return message
+        outbox_id = queries.add_outbox(self.conn, run_id, OutboxKind.ADVANCE, {}, now, now + self.redelivery_after)
+        self._pending.append(AdvanceMessage(run_id, outbox_id))
 
-    def publish_after_commit(self, message: OutboxMessage) -> None:
+    def publish_after_commit(self, message: Message) -> None:
         """Publish after commit a message whose durable record the caller wrote (a dispatched step row)."""
         self._pending.append(message)
+
+    def note(self, transition: Transition) -> None:
+        """Report ``transition`` to the observers once this transaction commits."""
+        self._noted.append(transition)
 
     def __enter__(self) -> UnitOfWork:
         return self.begin()
@@ -102,39 +121,37 @@ class UnitOfWork:
             self.rollback(exc)
 
 
-def publish_safely(publisher: Publisher, message: OutboxMessage) -> bool:
-    """Publish one message; a broker failure is logged, not raised: the row stays and the relay retries."""
+def publish_safely(publisher: Publisher, message: Message) -> bool:
+    """Publish one message; a broker failure is logged, not raised: the record stays and the relay retries."""
     try:
         publisher.publish(message)
-    except Exception as exc:
-        logger.warning(
-            "Could not publish %s message %s for run %s (%s: %s); it stays in the outbox and the relay "
-            "will send it again.", message.kind, message.id, message.run_id, type(exc).__name__, exc,
-        )
+    except Exception:
+        what = f"step {message.step_key!r} attempt {message.attempt}" if isinstance(message, StepMessage) \
+            else "advance"
+        _publish_failures.exception(
+            "publish", "Could not publish the %s message of run %s; it stays in the outbox and the relay will "
+            "send it again.", what, message.run_id, level=logging.WARNING)
         return False
+    _publish_failures.recovered("publish", "Publishing works again.")
     return True
 
 
-def dispatch_message(run_id: str, position: int, step_key: str, attempt: int, task_id: str,
-                     request: dict[str, Any]) -> OutboxMessage:
-    """The Celery message of one attempt of a task step (its durable record is the step row)."""
-    payload = {**request, "task_id": task_id, "position": position, "attempt": attempt, "step_key": step_key}
-    return OutboxMessage(None, run_id, queries.DISPATCH, payload)
+def due_messages(store: Store, *, redelivery_after: float, limit: int = 200) -> Iterator[Message]:
+    """Messages nobody consumed within ``redelivery_after``; their next publish time is pushed back."""
+    now = time.time()
+    with store.read() as conn:  # a read does not take SQLite's write lock
+        if not (queries.any_due_outbox(conn, now) or queries.any_due_dispatch(conn, now)):
+            return
+    with store.begin() as conn:
+        advances = queries.due_outbox(conn, now, redelivery_after, limit)
+        steps = queries.due_dispatches(conn, now, redelivery_after, limit)
+    yield from (AdvanceMessage(row.run_id, row.id) for row in advances)
+    yield from (StepMessage.from_step(row) for row in steps)
 
 
 def relay(store: Store, publisher: Publisher, *, redelivery_after: float, limit: int = 200) -> int:
     """Publish again what nobody consumed within ``redelivery_after``; returns how many messages."""
-    now = time.time()
-    with store.read() as conn:  # a read does not take SQLite's write lock
-        if not (queries.any_due_outbox(conn, now) or queries.any_due_dispatch(conn, now)):
-            return 0
-    with store.begin() as conn:
-        messages = queries.due_outbox(conn, now, redelivery_after, limit)
-        messages += [
-            dispatch_message(row.run_id, row.position, row.step_key, row.attempt, row.celery_task_id,
-                             json.loads(row.request))
-            for row in queries.due_dispatches(conn, now, redelivery_after, limit)
-        ]
+    messages = list(due_messages(store, redelivery_after=redelivery_after, limit=limit))
     sent = sum(publish_safely(publisher, message) for message in messages)
     if messages:
         logger.info("Relay re-published %d of %d unconsumed messages.", sent, len(messages))

@@ -15,52 +15,56 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+from . import transitions
+from .runtime import Runtime
 from .store import queries
-from .transitions import lost_attempt, redispatch, send_advance
-
-if TYPE_CHECKING:
-    from .app import Durable
 
 logger = logging.getLogger("durable_tasks.recovery")
 
 
-
 @dataclass
 class SweepReport:
+    """What one sweep did."""
+
     redispatched: int = 0
     parked: int = 0
     leases_broken: int = 0
     stalled: int = 0
 
 
-def sweep(durable: Durable, *, limit: int = 500) -> SweepReport:
+def sweep(runtime: Runtime, *, limit: int = 500) -> SweepReport:
     """One recovery pass; returns what it did."""
     report = SweepReport()
-    settings = durable.settings
-    with durable.unit_of_work() as uow:
+    settings = runtime.settings
+    with runtime.unit_of_work() as uow:
         if not queries.try_sweeper_lock(uow.conn):
             return report
         now = time.time()
         cutoff = now - settings.worker_timeout
         live = queries.live_workers(uow.conn, cutoff)
         for step in queries.orphaned_steps(uow.conn, live, cutoff, limit):
-            if lost_attempt(uow, step, settings.max_lost_attempts) is not None:
-                send_advance(uow, step.run_id)  # the replay parks the run on the failed step
+            if transitions.attempt_lost(uow, step, settings.max_lost_attempts):
+                uow.send_advance(step.run_id)  # the replay parks the run on the failed step
                 report.parked += 1
+                outcome = "run parked as failed"
             else:
-                redispatch(uow, step, step.attempt + 1)
+                transitions.next_attempt(uow, step)
                 report.redispatched += 1
-            logger.warning("Step %r of run %s was held by dead worker %s.", step.step_key, step.run_id, step.worker)
+                outcome = f"dispatched again as attempt {step.attempt + 1}"
+            logger.warning("Step %r of run %s was held by dead worker %s: %s.", step.step_key, step.run_id,
+                           step.worker, outcome)
         for run_id in queries.expired_leases(uow.conn, now, limit):
-            queries.update_run(uow.conn, run_id, lease_owner=None, lease_until=None)
-            send_advance(uow, run_id)
+            queries.break_lease(uow.conn, run_id)
+            uow.send_advance(run_id)
             report.leases_broken += 1
         for run_id in queries.stalled_runs(uow.conn, cutoff, limit):
-            send_advance(uow, run_id)
+            uow.send_advance(run_id)
             report.stalled += 1
         queries.forget_workers(uow.conn, now - 100 * settings.worker_timeout)
+    if report.leases_broken:
+        logger.warning("Sweeper broke %d expired run lease(s): their coordinator died; advanced again.",
+                       report.leases_broken)
     if report.stalled:
         logger.warning("Sweeper advanced %d stalled run(s).", report.stalled)
     return report

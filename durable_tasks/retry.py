@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from .durations import parse_duration
@@ -19,7 +19,7 @@ ExceptionKind = type[BaseException] | str
 """An exception class, or its qualified name (``"requests.exceptions.Timeout"``) as kept in the journal."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class RetryPolicy:
     """How a failing step is retried before its run is parked as ``failed``.
 
@@ -33,37 +33,43 @@ class RetryPolicy:
     ``max_attempts`` counts the first try; ``1`` means never retry. ``retry_on`` (when given) limits retries to
     those exception types; ``dont_retry`` types are never retried. ``jitter`` spreads each wait by up to
     that fraction (0.1 = plus or minus 10%). ``timeout`` limits one attempt (Celery's ``time_limit`` on
-    task steps, a thread-free check after the call on inline steps).
+    task steps, a thread-free check after the call on inline steps). Durations take seconds or text
+    (``"2s"``, ``"10m"``) and are kept as seconds.
     """
 
-    max_attempts: int = 1
-    backoff: Backoff = "exponential"
-    initial: float | str = 1.0
-    maximum: float | str = 3600.0
-    multiplier: float = 2.0
-    jitter: float = 0.1
-    dont_retry: Sequence[ExceptionKind] = field(default_factory=tuple)
-    retry_on: Sequence[ExceptionKind] = field(default_factory=tuple)
-    timeout: float | str | None = None
+    max_attempts: int
+    backoff: Backoff
+    initial: float
+    maximum: float
+    multiplier: float
+    jitter: float
+    dont_retry: tuple[ExceptionKind, ...]
+    retry_on: tuple[ExceptionKind, ...]
+    timeout: float | None
 
-    def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise ConfigurationError(f"RetryPolicy(max_attempts={self.max_attempts}): it must be at least 1.")
-        if self.backoff not in ("fixed", "exponential"):
-            raise ConfigurationError(f"RetryPolicy(backoff={self.backoff!r}): use 'fixed' or 'exponential'.")
-        if not 0 <= self.jitter <= 1:
-            raise ConfigurationError(f"RetryPolicy(jitter={self.jitter}): use a fraction from 0 to 1.")
-        for name in ("initial", "maximum"):
-            object.__setattr__(self, name, parse_duration(getattr(self, name)))
-        if self.timeout is not None:
-            object.__setattr__(self, "timeout", parse_duration(self.timeout))
+    def __init__(self, max_attempts: int = 1, backoff: Backoff = "exponential", initial: float | str = 1.0,
+                 maximum: float | str = 3600.0, multiplier: float = 2.0, jitter: float = 0.1,
+                 dont_retry: Sequence[ExceptionKind] = (), retry_on: Sequence[ExceptionKind] = (),
+                 timeout: float | str | None = None) -> None:
+        if max_attempts < 1:
+            raise ConfigurationError(f"RetryPolicy(max_attempts={max_attempts}): it must be at least 1.")
+        if backoff not in ("fixed", "exponential"):
+            raise ConfigurationError(f"RetryPolicy(backoff={backoff!r}): use 'fixed' or 'exponential'.")
+        if not 0 <= jitter <= 1:
+            raise ConfigurationError(f"RetryPolicy(jitter={jitter}): use a fraction from 0 to 1.")
+        values = {
+            "max_attempts": max_attempts, "backoff": backoff, "initial": parse_duration(initial),
+            "maximum": parse_duration(maximum), "multiplier": float(multiplier), "jitter": float(jitter),
+            "dont_retry": tuple(dont_retry), "retry_on": tuple(retry_on),
+            "timeout": None if timeout is None else parse_duration(timeout),
+        }
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
 
     def delay(self, failed_attempt: int) -> float:
         """Seconds to wait after attempt number ``failed_attempt`` (1-based) failed."""
-        initial = float(self.initial)  # type: ignore[arg-type]
-        maximum = float(self.maximum)  # type: ignore[arg-type]
-        base = initial if self.backoff == "fixed" else initial * self.multiplier ** (failed_attempt - 1)
-        base = min(base, maximum)
+        base = self.initial if self.backoff == "fixed" else self.initial * self.multiplier ** (failed_attempt - 1)
+        base = min(base, self.maximum)
         spread = base * self.jitter
         return max(0.0, base + random.uniform(-spread, spread))
 
@@ -88,8 +94,7 @@ class RetryPolicy:
         """The policy :meth:`to_json` wrote (exception types come back as names); no data: never retry."""
         if not data:
             return NO_RETRY
-        return cls(**{**data, "dont_retry": tuple(data.get("dont_retry", ())),
-                      "retry_on": tuple(data.get("retry_on", ()))})
+        return cls(**data)
 
 
 def _type_name(kind: ExceptionKind) -> str:

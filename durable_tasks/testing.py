@@ -21,14 +21,17 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import uuid4
 
+from .attempts import after_failure, error_record
+from .chain import CHAIN_WORKFLOW, DurableChain
 from .current import StepInfo, running_step
 from .definitions import Workflow
-from .errors import ConfigurationError, UnknownTaskError
+from .records import StepRow, WrittenStep
+from .registry import WorkflowDefinition, step_definition
 from .retry import NO_RETRY, RetryPolicy
+from .runtime import Runtime
 from .serialization import dumps, loads
-from .store.schema import STEP_FAILED, STEP_SUCCEEDED
-from .transitions import StepRow, error_record
-from .workflow import INLINE, MARKER, SLEEP, TASK, WorkflowContext
+from .vocabulary import StepKind, StepStatus
+from .workflow import WorkflowContext
 
 __all__ = ["EagerOutcome", "run_eagerly"]
 
@@ -38,7 +41,7 @@ class EagerOutcome:
     """What :func:`run_eagerly` saw: the result, the journal it would have written, the sleeps."""
 
     result: Any
-    journal: list[StepRow] = field(default_factory=list)
+    journal: list[WrittenStep] = field(default_factory=list)
     slept: list[float] = field(default_factory=list)
 
     @property
@@ -47,12 +50,13 @@ class EagerOutcome:
 
 
 class _EagerWriter:
-    def __init__(self, workflow: Workflow[Any, Any], run_id: str, outcome: EagerOutcome) -> None:
+    def __init__(self, runtime: Runtime, workflow: WorkflowDefinition, run_id: str, outcome: EagerOutcome) -> None:
+        self.runtime = runtime
         self.workflow = workflow
         self.run_id = run_id
         self.outcome = outcome
 
-    def _attempts(self, position: int, step_key: str, kind: str, name: str, policy: RetryPolicy,
+    def _attempts(self, position: int, step_key: str, kind: StepKind, name: str, policy: RetryPolicy,
                   call: Callable[[], Any]) -> StepRow:
         attempt = 1
         while True:
@@ -61,55 +65,60 @@ class _EagerWriter:
                     value = call()
                 text = dumps(value, what=f"result of step {step_key!r} in run {self.run_id}")
             except Exception as exc:
-                if policy.should_retry(attempt, exc):
+                if after_failure(policy, attempt, exc).retry:  # the same decision as a real run, without the wait
                     attempt += 1
                     continue
                 error = json.dumps(error_record(exc, step_key=step_key, attempt=attempt))
-                return self._journal(StepRow(self.run_id, position, step_key, kind, name, STEP_FAILED, attempt,
-                                             error=error))
-            return self._journal(StepRow(self.run_id, position, step_key, kind, name, STEP_SUCCEEDED, attempt,
-                                         result=text))
+                return self._journal(WrittenStep(self.run_id, position, step_key, kind, name, StepStatus.FAILED,
+                                                 attempt, error=error))
+            return self._journal(WrittenStep(self.run_id, position, step_key, kind, name, StepStatus.SUCCEEDED,
+                                             attempt, result=text))
 
-    def _journal(self, row: StepRow) -> StepRow:
+    def _journal(self, row: WrittenStep) -> WrittenStep:
         self.outcome.journal.append(row)
         return row
 
-    def dispatch_task(self, position: int, step_key: str, name: str, request: dict[str, Any]) -> Any:
-        task = self.workflow.durable.app.tasks.get(name)
-        if task is None:
-            raise UnknownTaskError(f"Step {step_key!r} asks for Celery task {name!r}, which is not registered.")
-        definition = getattr(task, "__durable_step__", None)
-        if definition is None:
-            raise ConfigurationError(f"Celery task {name!r} is not a durable step: decorate it with @durable.step.")
-        args, kwargs = loads(dumps(request["args"], what="arguments")), request["kwargs"]
+    def dispatch_task(self, position: int, step_key: str, name: str, call: dict[str, Any]) -> StepRow:
+        task, definition = self.runtime.step_task(name, step_key=step_key, run_id=self.run_id)
+        args, kwargs = loads(dumps(call["args"], what="arguments")), call["kwargs"]
         policy = definition.retry or self.workflow.retry or NO_RETRY
-        return self._attempts(position, step_key, TASK, name, policy, lambda: task.run(*args, **kwargs))
+        return self._attempts(position, step_key, StepKind.TASK, name, policy, lambda: task.run(*args, **kwargs))
 
     def run_inline(self, position: int, step_key: str, fn: Callable[..., Any], args: tuple[Any, ...],
-                   kwargs: dict[str, Any], row: Any) -> Any:
-        policy = getattr(fn, "__durable_retry__", None) or self.workflow.retry or NO_RETRY
+                   kwargs: dict[str, Any], row: StepRow | None) -> StepRow:
+        definition = step_definition(fn)
+        policy = (definition.retry if definition else None) or self.workflow.retry or NO_RETRY
         name = getattr(fn, "__name__", step_key)
-        return self._attempts(position, step_key, INLINE, name, policy, lambda: fn(*args, **kwargs))
+        return self._attempts(position, step_key, StepKind.INLINE, name, policy, lambda: fn(*args, **kwargs))
 
-    def start_sleep(self, position: int, step_key: str, seconds: float) -> Any:
+    def start_sleep(self, position: int, step_key: str, seconds: float) -> StepRow:
         self.outcome.slept.append(seconds)
-        return self._journal(StepRow(self.run_id, position, step_key, SLEEP, step_key, STEP_SUCCEEDED,
-                                     result="null"))
+        return self._journal(WrittenStep(self.run_id, position, step_key, StepKind.SLEEP, step_key,
+                                         StepStatus.SUCCEEDED, result="null"))
 
-    def record_marker(self, position: int, step_key: str) -> Any:
-        return self._journal(StepRow(self.run_id, position, step_key, MARKER, step_key, STEP_SUCCEEDED,
-                                     result="true"))
+    def record_marker(self, position: int, step_key: str) -> StepRow:
+        return self._journal(WrittenStep(self.run_id, position, step_key, StepKind.MARKER, step_key,
+                                         StepStatus.SUCCEEDED, result="true"))
 
 
-def run_eagerly(workflow: Workflow[Any, Any], *args: Any, **kwargs: Any) -> EagerOutcome:
-    """Run ``workflow(*args, **kwargs)`` in memory and return its :class:`EagerOutcome`.
+def run_eagerly(target: Workflow[Any, Any] | DurableChain, *args: Any, **kwargs: Any) -> EagerOutcome:
+    """Run a workflow, ``workflow(*args, **kwargs)``, or a durable chain in memory; return its :class:`EagerOutcome`.
+
+    A chain's ``args``/``kwargs`` go to its first signature, as with ``chain.delay(...)``::
+
+        outcome = run_eagerly(durable.chain(charge_card.s(42), send_receipt.s()))
 
     A step that fails for good raises :class:`~durable_tasks.StepFailedError` out of this call, as it
     would park a real run.
     """
+    if isinstance(target, DurableChain):
+        workflow = target.runtime.registry.get(CHAIN_WORKFLOW)
+        args, kwargs = (target.elements, list(args), kwargs), {}
+    else:
+        workflow = target
     outcome = EagerOutcome(result=None)
     run_id = f"eager-{uuid4().hex[:8]}"
-    writer = _EagerWriter(workflow, run_id, outcome)
+    writer = _EagerWriter(target.runtime, workflow, run_id, outcome)
     ctx = WorkflowContext(run_id, workflow.name, {}, writer)
     call = loads(dumps({"args": list(args), "kwargs": kwargs}, what=f"input of workflow {workflow.name!r}"))
     value = workflow.fn(ctx, *call["args"], **call["kwargs"])

@@ -1,89 +1,219 @@
-"""Journaled state changes of steps shared by the coordinator, the step wrapper, timers and operators.
+"""Every change of a run's or a step's state: the one module that writes them.
 
 Each function runs inside a :class:`~durable_tasks.outbox.UnitOfWork` transaction, so a change and the
-messages it causes commit together (I2).
+messages it causes commit together (I2), and notes a :class:`~durable_tasks.observe.Transition` that the
+observers (events, metrics, traces) receive after the commit. The coordinator, the step wrapper, the
+timers, the sweeper and the operators call these functions and never write run or step rows themselves
+(a test checks it).
+
+Runs: :func:`create_run`, :func:`settle_run`, :func:`reopen_run`, :func:`cancel_run`, :func:`fork_run`.
+Steps: :func:`dispatch_task`, :func:`refuse_task`, :func:`claim_task`, :func:`start_inline`,
+:func:`attempt_succeeded`, :func:`attempt_failed`, :func:`attempt_lost`, :func:`next_attempt`,
+:func:`restart_step`, :func:`start_sleep`, :func:`fire_timer`, :func:`record_marker`.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
-import traceback as tb
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from itertools import takewhile
 from typing import Any
 from uuid import uuid4
 
+from .attempts import CeleryRetry, after_failure, error_record
 from .errors import WorkerLostError
-from .outbox import UnitOfWork, dispatch_message
+from .messages import StepMessage
+from .observe import Transition
+from .outbox import UnitOfWork
+from .records import LockedRun, RunRow, StepRow, TimerRow, WrittenStep
 from .retry import RetryPolicy
 from .store import queries
-from .store.queries import ADVANCE
-from .store.schema import STEP_DISPATCHED, STEP_FAILED, STEP_RETRYING, STEP_SUCCEEDED
+from .vocabulary import (
+    ACTIVE_RUN_STATUSES,
+    AttemptStatus,
+    RunStatus,
+    StepKind,
+    StepStatus,
+    TimerPurpose,
+)
 
-LOST = "lost"
+logger = logging.getLogger("durable_tasks.transitions")
+
 WORKER_LOST = f"{WorkerLostError.__module__}.{WorkerLostError.__qualname__}"
 
 
-@dataclass(frozen=True, slots=True)
-class StepRow:
-    """A journal row written in this transaction, shaped like a row loaded from ``durable_steps``."""
+def _compact(value: Mapping[str, Any]) -> str:
+    return json.dumps(value, separators=(",", ":"))
 
-    run_id: str
-    position: int
-    step_key: str
-    kind: str
-    name: str
-    status: str
-    attempt: int = 1
-    request: str | None = None
+
+def _note_step(uow: UnitOfWork, step: StepRow | WrittenStep, status: str, attempt: int | None = None,
+               **detail: Any) -> None:
+    uow.note(Transition("step", step.run_id, status, time.time(), step.position, step.step_key, step.kind,
+                        attempt if attempt is not None else step.attempt, detail))
+
+
+# --- runs --------------------------------------------------------------------------------------------
+
+
+def create_run(uow: UnitOfWork, *, run_id: str, workflow: str, input: str, fingerprint: str,
+               idempotency_key: str | None = None) -> None:
+    """A new ``pending`` run; the caller asks for its first advance (or advances it in this transaction)."""
+    now = time.time()
+    queries.insert_run(uow.conn, id=run_id, workflow=workflow, status=RunStatus.PENDING, input=input,
+                       idempotency_key=idempotency_key, fingerprint=fingerprint, created_at=now, updated_at=now)
+    uow.note(Transition("run", run_id, RunStatus.PENDING, now, detail={"workflow": workflow}))
+
+
+@dataclass(frozen=True, slots=True)
+class RunOutcome:
+    """What a replay decided for the run: its status and, once finished, its result or error."""
+
+    status: RunStatus
     result: str | None = None
     error: str | None = None
 
-
-def error_record(exc: BaseException, *, step_key: str | None = None, attempt: int | None = None,
-                 with_traceback: bool = True) -> dict[str, Any]:
-    """The JSON form of an exception kept in the journal (it ran in another process)."""
-    record: dict[str, Any] = {
-        "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
-        "message": str(exc),
-    }
-    if step_key is not None:
-        record["step"] = step_key
-    if attempt is not None:
-        record["attempt"] = attempt
-    if with_traceback:
-        record["traceback"] = "".join(tb.format_exception(exc))[-8000:]
-    return record
+    @property
+    def finished(self) -> bool:
+        return self.status in (RunStatus.SUCCEEDED, RunStatus.FAILED)
 
 
-def send_dispatch(uow: UnitOfWork, run_id: str, position: int, step_key: str, attempt: int,
-                  request: dict[str, Any]) -> dict[str, Any]:
-    """Queue the Celery message of a task step's attempt; returns the step columns that make it durable.
+def settle_run(uow: UnitOfWork, run: LockedRun, outcome: RunOutcome, *, lease_owner: str | None = None,
+               wake_seq: int = 0) -> bool:
+    """Write what a replay of the (locked) ``run`` decided, giving back its lease if ``lease_owner`` holds it.
 
-    The caller writes those columns in the same transaction: the dispatched step row is the message's
-    outbox record (see :mod:`durable_tasks.outbox`).
+    Returns False when the run was woken meanwhile (``wake_seq`` moved): nothing is written and the lease
+    holder replays once more. Without a lease the row is written only when something changed.
+    """
+    now = time.time()
+    values: dict[str, Any] = {"status": outcome.status, "updated_at": now}
+    if outcome.finished:
+        values.update(result=outcome.result, error=outcome.error, finished_at=now)
+    if lease_owner is not None:
+        if not queries.release_run(uow.conn, run.id, lease_owner, wake_seq, **values):
+            return False
+    elif outcome.status != run.status or outcome.finished or run.lease_owner is not None:
+        queries.update_run(uow.conn, run.id, lease_owner=None, lease_until=None, **values)
+    if outcome.status != run.status or outcome.finished:
+        detail = {"workflow": run.workflow}
+        if outcome.error is not None:
+            detail["error"] = outcome.error
+        uow.note(Transition("run", run.id, outcome.status, now, detail=detail))
+    return True
+
+
+def reopen_run(uow: UnitOfWork, run: RunRow, *, restart: Iterable[StepRow] = ()) -> None:
+    """A failed run goes on (``durable runs resume`` / ``retry-step``): ``restart`` steps get a new attempt."""
+    for step in restart:
+        restart_step(uow, step)
+    now = time.time()
+    queries.update_run(uow.conn, run.id, status=RunStatus.RUNNING, error=None, result=None, finished_at=None,
+                       updated_at=now)
+    uow.note(Transition("run", run.id, RunStatus.RUNNING, now, detail={"workflow": run.workflow,
+                                                                       "resumed": True}))
+    uow.send_advance(run.id)
+
+
+def cancel_run(uow: UnitOfWork, run: RunRow, reason: str) -> None:
+    """Cancel a run: its timers, queued advances and pending steps end; running steps can notice."""
+    now = time.time()
+    queries.cancel_timers(uow.conn, run.id, None, now)
+    queries.delete_outbox_of(uow.conn, run.id)
+    queries.cancel_pending_steps(uow.conn, run.id, (StepStatus.DISPATCHED, StepStatus.RETRYING,
+                                                    StepStatus.SLEEPING), StepStatus.CANCELLED, now)
+    error = _compact({"type": "cancelled", "message": reason})
+    queries.update_run(uow.conn, run.id, status=RunStatus.CANCELLED, lease_owner=None, lease_until=None,
+                       error=error, finished_at=now, updated_at=now)
+    uow.note(Transition("run", run.id, RunStatus.CANCELLED, now, detail={"workflow": run.workflow,
+                                                                         "error": error}))
+
+
+def fork_run(uow: UnitOfWork, run: RunRow, before_position: int, fingerprint: str) -> str:
+    """A new run of ``run``'s workflow and input whose journal starts with copies of the steps before
+    ``before_position``; returns its id."""
+    new_id = str(uuid4())
+    create_run(uow, run_id=new_id, workflow=run.workflow, input=run.input, fingerprint=fingerprint)
+    queries.copy_steps(uow.conn, run.id, new_id, before_position)
+    uow.send_advance(new_id)
+    return new_id
+
+
+# --- task steps --------------------------------------------------------------------------------------
+
+
+def _dispatch_columns(uow: UnitOfWork, run_id: str, position: int, step_key: str, attempt: int,
+                      request: Mapping[str, Any]) -> dict[str, Any]:
+    """Queue the message of a task step's attempt; returns the step columns that make it durable.
+
+    The dispatched step row is the message's outbox record (see :mod:`durable_tasks.outbox`).
     """
     task_id = str(uuid4())
-    uow.publish_after_commit(dispatch_message(run_id, position, step_key, attempt, task_id, request))
-    return {"status": STEP_DISPATCHED, "attempt": attempt, "celery_task_id": task_id,
+    uow.publish_after_commit(StepMessage.from_request(run_id, position, step_key, attempt, task_id, request))
+    return {"status": StepStatus.DISPATCHED, "attempt": attempt, "celery_task_id": task_id,
             "publish_after": time.time() + uow.redelivery_after, "publish_count": 0}
 
 
-def send_advance(uow: UnitOfWork, run_id: str) -> None:
-    """Ask a coordinator to replay the run (used when the change happens outside a replay)."""
-    uow.send(run_id, ADVANCE, {})
+def dispatch_task(uow: UnitOfWork, run_id: str, position: int, step_key: str, name: str,
+                  request: Mapping[str, Any], request_text: str) -> WrittenStep:
+    """Journal a new task step as ``dispatched`` and send its first attempt after commit."""
+    columns = _dispatch_columns(uow, run_id, position, step_key, 1, request)
+    queries.insert_step(uow.conn, run_id=run_id, position=position, step_key=step_key, kind=StepKind.TASK,
+                        name=name, request=request_text, created_at=time.time(), **columns)
+    step = WrittenStep(run_id, position, step_key, StepKind.TASK, name, StepStatus.DISPATCHED, request=request_text,
+                       celery_task_id=columns["celery_task_id"])
+    _note_step(uow, step, StepStatus.DISPATCHED, task=name, task_id=columns["celery_task_id"])
+    return step
 
 
-def redispatch(uow: UnitOfWork, step: Any, attempt: int) -> None:
-    """Send a task step again as attempt ``attempt`` (after a retry wait, a lost worker, or a resume)."""
-    columns = send_dispatch(uow, step.run_id, step.position, step.step_key, attempt, json.loads(step.request))
-    queries.update_step(uow.conn, step.run_id, step.position, worker=None, started_at=None, finished_at=None,
-                        **columns)
+def refuse_task(uow: UnitOfWork, run_id: str, position: int, step_key: str, name: str,
+                error: Mapping[str, Any]) -> WrittenStep:
+    """Journal a task step that could not be sent (unknown task, bad arguments) as ``failed``."""
+    now = time.time()
+    text = _compact(error)
+    queries.insert_step(uow.conn, run_id=run_id, position=position, step_key=step_key, kind=StepKind.TASK,
+                        name=name, status=StepStatus.FAILED, attempt=1, error=text, created_at=now, finished_at=now)
+    step = WrittenStep(run_id, position, step_key, StepKind.TASK, name, StepStatus.FAILED, error=text)
+    _note_step(uow, step, StepStatus.FAILED, error=text)
+    return step
 
 
-def record_attempt(uow: UnitOfWork, step: Any, attempt: int, *, status: str, worker: str | None,
-                   started_at: float | None, error: dict[str, Any] | None = None) -> None:
+def claim_task(uow: UnitOfWork, message: StepMessage, worker: str, now: float) -> bool:
+    """A worker takes a dispatched attempt (``running``); False when it is taken or done already."""
+    if not queries.claim_step(uow.conn, message.run_id, message.position, message.attempt, worker, now):
+        return False
+    uow.note(Transition("step", message.run_id, StepStatus.RUNNING, now, message.position, message.step_key,
+                        StepKind.TASK, message.attempt, {"worker": worker, "task": message.task,
+                                                         "task_id": message.task_id}))
+    return True
+
+
+# --- inline steps ------------------------------------------------------------------------------------
+
+
+def start_inline(uow: UnitOfWork, run_id: str, position: int, step_key: str, name: str, attempt: int,
+                 worker: str, *, exists: bool) -> WrittenStep:
+    """Journal that the coordinator runs attempt ``attempt`` of an inline step now (``running``)."""
+    now = time.time()
+    if exists:
+        queries.update_step(uow.conn, run_id, position, status=StepStatus.RUNNING, attempt=attempt, worker=worker,
+                            started_at=now)
+    else:
+        queries.insert_step(uow.conn, run_id=run_id, position=position, step_key=step_key, kind=StepKind.INLINE,
+                            name=name, status=StepStatus.RUNNING, attempt=attempt, worker=worker, created_at=now,
+                            started_at=now)
+    step = WrittenStep(run_id, position, step_key, StepKind.INLINE, name, StepStatus.RUNNING, attempt,
+                       worker=worker, created_at=now, started_at=now)
+    _note_step(uow, step, StepStatus.RUNNING, worker=worker)
+    return step
+
+
+# --- attempts ----------------------------------------------------------------------------------------
+
+
+def _record_attempt(uow: UnitOfWork, step: StepRow | WrittenStep, attempt: int, status: AttemptStatus, *,
+                    worker: str | None, started_at: float | None, error: Mapping[str, Any] | None = None) -> None:
     now = time.time()
     queries.insert_attempt(
         uow.conn, run_id=step.run_id, position=step.position, attempt=attempt, status=status,
@@ -94,58 +224,153 @@ def record_attempt(uow: UnitOfWork, step: Any, attempt: int, *, status: str, wor
     )
 
 
-def fail_or_retry(uow: UnitOfWork, step: Any, attempt: int, error: dict[str, Any], *, retry: bool,
-                  delay: float) -> str:
-    """After a failed attempt: wait ``delay`` on a durable timer for the next one, or fail the step.
+def attempt_succeeded(uow: UnitOfWork, step: StepRow | WrittenStep, attempt: int, result: str, *,
+                      worker: str, started_at: float) -> bool:
+    """Journal the result of ``step``; False when another delivery journaled it already (a duplicate).
 
-    Returns the step's new status. A failed step makes the workflow raise ``StepFailedError`` at its next
-    replay, which parks the run as ``failed`` unless the workflow handles it.
+    Any attempt's result is accepted while the step is unfinished: a worker presumed dead that still
+    finishes saves the re-dispatched attempt its work. A first-try success needs no attempt row: the
+    step row describes it.
     """
     now = time.time()
-    error_text = json.dumps(error, separators=(",", ":"))
-    if retry:
-        queries.update_step(uow.conn, step.run_id, step.position, status=STEP_RETRYING, error=error_text)
-        queries.insert_timer(uow.conn, step.run_id, step.position, "retry", now + delay)
-        return STEP_RETRYING
-    queries.update_step(uow.conn, step.run_id, step.position, status=STEP_FAILED, error=error_text,
-                        finished_at=now)
-    return STEP_FAILED
+    if not queries.finish_step(uow.conn, step.run_id, step.position, status=StepStatus.SUCCEEDED, result=result,
+                               finished_at=now):
+        return False
+    if attempt > 1:
+        _record_attempt(uow, step, attempt, AttemptStatus.SUCCEEDED, worker=worker, started_at=started_at)
+    _note_step(uow, step, StepStatus.SUCCEEDED, attempt, worker=worker, duration=now - started_at)
+    return True
 
 
-def lost_attempt(uow: UnitOfWork, step: Any, max_lost_attempts: int) -> StepRow | None:
-    """Journal that ``step``'s running attempt died with its worker.
+def attempt_failed(uow: UnitOfWork, step: StepRow | WrittenStep, attempt: int, exc: BaseException, *,
+                   policy: RetryPolicy, worker: str, started_at: float,
+                   celery_retry: CeleryRetry | None = None) -> StepStatus | None:
+    """Journal a failed attempt and what follows it: a retry after a durable backoff, or a failed step.
 
-    Returns the failed step when that makes ``max_lost_attempts`` losses in a row (a step that kills its
-    worker must not loop forever), else None and the caller starts the next attempt.
+    Returns the step's new status, or None for a stale attempt (the step moved on meanwhile: only the
+    attempt row is kept). A failed step makes the workflow raise ``StepFailedError`` at its next replay,
+    which parks the run as ``failed`` unless the workflow handles it.
     """
-    error = {"type": WORKER_LOST, "step": step.step_key, "attempt": step.attempt,
-             "message": f"worker {step.worker} stopped heartbeating while it ran attempt {step.attempt} "
-                        f"of step {step.step_key!r}"}
-    record_attempt(uow, step, step.attempt, status=LOST, worker=step.worker, started_at=step.started_at,
-                   error=error)
-    recent = queries.recent_attempt_statuses(uow.conn, step.run_id, step.position, max_lost_attempts)
-    lost = len(list(takewhile(lambda status: status == LOST, recent)))
-    if lost < max_lost_attempts:
+    error = error_record(exc, step_key=step.step_key, attempt=attempt)
+    _record_attempt(uow, step, attempt, AttemptStatus.FAILED, worker=worker, started_at=started_at, error=error)
+    if step.attempt != attempt or step.status != StepStatus.RUNNING:
         return None
-    error["message"] += (f"; lost {lost} times in a row (max_lost_attempts={max_lost_attempts}), so the run "
-                         f"is parked: find out why the step kills its worker, then `durable runs resume "
-                         f"{step.run_id}`")
-    fail_or_retry(uow, step, step.attempt, error, retry=False, delay=0)
-    return StepRow(step.run_id, step.position, step.step_key, step.kind, step.name, STEP_FAILED, step.attempt,
-                   error=json.dumps(error))
-
-
-def policy_decision(uow: UnitOfWork, policy: RetryPolicy, step: Any, exc: BaseException) -> tuple[bool, float]:
-    """(retry?, seconds to wait) after a failed attempt of ``step``, whose attempt row is already written.
-
-    The budget counts the attempts since the operator's last resume, so a resumed step gets a fresh one.
-    """
     used = queries.attempts_since_resume(uow.conn, step.run_id, step.position)
-    if policy.should_retry(used, exc):
-        return True, policy.delay(used)
-    return False, 0.0
+    decision = after_failure(policy, used, exc, celery_retry)
+    status = _fail_or_retry(uow, step, error, decision.retry, decision.delay)
+    logger.info("Step %r of run %s failed on attempt %d (%s: %s); %s.", step.step_key, step.run_id, attempt,
+                type(exc).__name__, exc, f"next attempt in {decision.delay:.1f}s" if decision.retry else "giving up")
+    return status
 
 
-def succeed_step(uow: UnitOfWork, run_id: str, position: int, result_text: str) -> None:
-    queries.update_step(uow.conn, run_id, position, status=STEP_SUCCEEDED, result=result_text,
-                        error=None, finished_at=time.time())
+def _fail_or_retry(uow: UnitOfWork, step: StepRow | WrittenStep, error: Mapping[str, Any], retry: bool,
+                   delay: float) -> StepStatus:
+    now = time.time()
+    text = _compact(error)
+    if retry:
+        queries.update_step(uow.conn, step.run_id, step.position, status=StepStatus.RETRYING, error=text)
+        queries.insert_timer(uow.conn, step.run_id, step.position, TimerPurpose.RETRY, now + delay)
+        _note_step(uow, step, StepStatus.RETRYING, error=text, due_at=now + delay)
+        return StepStatus.RETRYING
+    queries.update_step(uow.conn, step.run_id, step.position, status=StepStatus.FAILED, error=text, finished_at=now)
+    _note_step(uow, step, StepStatus.FAILED, error=text)
+    return StepStatus.FAILED
+
+
+def attempt_lost(uow: UnitOfWork, step: StepRow, max_lost_attempts: int) -> bool:
+    """Journal that ``step``'s running attempt died with its worker; True when the step is now failed.
+
+    After ``max_lost_attempts`` losses in a row the step fails (a step that kills its worker must not loop
+    forever); otherwise the caller starts the next attempt.
+    """
+    error: dict[str, Any] = {
+        "type": WORKER_LOST, "step": step.step_key, "attempt": step.attempt,
+        "message": f"worker {step.worker} stopped heartbeating while it ran attempt {step.attempt} of step "
+                   f"{step.step_key!r}"}
+    _record_attempt(uow, step, step.attempt, AttemptStatus.LOST, worker=step.worker, started_at=step.started_at,
+                    error=error)
+    _note_step(uow, step, AttemptStatus.LOST, worker=step.worker)
+    recent = queries.recent_attempt_statuses(uow.conn, step.run_id, step.position, max_lost_attempts)
+    lost = len(list(takewhile(lambda status: status == AttemptStatus.LOST, recent)))
+    if lost < max_lost_attempts:
+        return False
+    error["message"] += (f"; lost {lost} times in a row (max_lost_attempts={max_lost_attempts}), so the run is "
+                         f"parked: find out why the step kills its worker, then `durable runs resume {step.run_id}`")
+    _fail_or_retry(uow, step, error, retry=False, delay=0)
+    return True
+
+
+def next_attempt(uow: UnitOfWork, step: StepRow) -> None:
+    """Start ``step``'s next attempt: send a task step again; an inline step runs at the next replay."""
+    attempt = step.attempt + 1
+    if step.kind == StepKind.TASK:
+        if step.request is None:
+            raise ValueError(f"step {step.step_key!r} of run {step.run_id} was never dispatched")
+        columns = _dispatch_columns(uow, step.run_id, step.position, step.step_key, attempt, json.loads(step.request))
+        queries.update_step(uow.conn, step.run_id, step.position, worker=None, started_at=None, finished_at=None,
+                            error=None, **columns)
+    else:
+        queries.update_step(uow.conn, step.run_id, step.position, status=StepStatus.DISPATCHED, attempt=attempt,
+                            error=None, finished_at=None)
+        uow.send_advance(step.run_id)
+    _note_step(uow, step, StepStatus.DISPATCHED, attempt)
+
+
+def restart_step(uow: UnitOfWork, step: StepRow) -> None:
+    """An operator runs a failed (or retrying) step again now, with a fresh retry budget."""
+    if step.kind == StepKind.TASK and not step.request:
+        # It failed before its message left (unknown task, bad arguments): the replay starts it afresh.
+        queries.delete_step(uow.conn, step.run_id, step.position)
+        return
+    queries.cancel_timers(uow.conn, step.run_id, step.position, time.time())
+    _record_attempt(uow, step, step.attempt + 1, AttemptStatus.RESUMED, worker=None, started_at=None)
+    next_attempt(uow, step)
+
+
+# --- sleeps, timers and markers ----------------------------------------------------------------------
+
+
+def start_sleep(uow: UnitOfWork, run_id: str, position: int, step_key: str, seconds: float) -> WrittenStep:
+    """Journal a durable sleep and its timer (a sleep of zero or less is over at once)."""
+    now = time.time()
+    due = now + seconds
+    request = _compact({"seconds": seconds, "until": due})
+    status = StepStatus.SLEEPING if seconds > 0 else StepStatus.SUCCEEDED
+    queries.insert_step(uow.conn, run_id=run_id, position=position, step_key=step_key, kind=StepKind.SLEEP,
+                        name=step_key, status=status, request=request, created_at=now,
+                        finished_at=None if seconds > 0 else now)
+    if seconds > 0:
+        queries.insert_timer(uow.conn, run_id, position, TimerPurpose.SLEEP, due)
+    step = WrittenStep(run_id, position, step_key, StepKind.SLEEP, step_key, status, request=request, result="null")
+    _note_step(uow, step, status, due_at=due)
+    return step
+
+
+def fire_timer(uow: UnitOfWork, timer: TimerRow) -> bool:
+    """Fire one timer exactly once: end its sleep, or start its step's next attempt. False: nothing to do."""
+    if not queries.fire_timer(uow.conn, timer.id, time.time()):
+        return False
+    run = queries.get_run(uow.conn, timer.run_id)
+    step = queries.get_step(uow.conn, timer.run_id, timer.position)
+    if run is None or run.status not in ACTIVE_RUN_STATUSES or step is None:
+        return False
+    if timer.purpose == TimerPurpose.SLEEP and step.status == StepStatus.SLEEPING:
+        queries.update_step(uow.conn, step.run_id, step.position, status=StepStatus.SUCCEEDED, result="null",
+                            finished_at=time.time())
+        _note_step(uow, step, StepStatus.SUCCEEDED, due_at=timer.due_at)
+        uow.send_advance(step.run_id)
+    elif timer.purpose == TimerPurpose.RETRY and step.status == StepStatus.RETRYING:
+        next_attempt(uow, step)
+    else:
+        return False
+    return True
+
+
+def record_marker(uow: UnitOfWork, run_id: str, position: int, change_id: str) -> WrittenStep:
+    """Journal that this run follows the code after change ``change_id`` (``ctx.patched``)."""
+    now = time.time()
+    queries.insert_step(uow.conn, run_id=run_id, position=position, step_key=change_id, kind=StepKind.MARKER,
+                        name=change_id, status=StepStatus.SUCCEEDED, result="true", created_at=now, finished_at=now)
+    step = WrittenStep(run_id, position, change_id, StepKind.MARKER, change_id, StepStatus.SUCCEEDED, result="true")
+    _note_step(uow, step, StepStatus.SUCCEEDED)
+    return step

@@ -16,29 +16,28 @@ from celery.canvas import Signature
 
 from .durations import parse_duration
 from .errors import NonDeterminismError, StepFailedError, Suspend
+from .records import StepRow
 from .serialization import loads
-from .store.schema import STEP_DISPATCHED, STEP_FAILED, STEP_RUNNING, STEP_SUCCEEDED
+from .vocabulary import StepKind, StepStatus
 
 if TYPE_CHECKING:
     from celery import Task
 
-TASK = "task"
-INLINE = "inline"
-SLEEP = "sleep"
-MARKER = "marker"
-
 
 class JournalWriter(Protocol):
-    """What the context needs from the coordinator to start new steps (``coordinator.Replay``)."""
+    """What the context needs to start new steps: the coordinator's ``Replay``, or the eager runner.
 
-    def dispatch_task(self, position: int, step_key: str, name: str, request: dict[str, Any]) -> Any: ...
+    ``call`` holds the task step's ``args``, ``kwargs`` and Celery ``options``.
+    """
+
+    def dispatch_task(self, position: int, step_key: str, name: str, call: dict[str, Any]) -> StepRow: ...
 
     def run_inline(self, position: int, step_key: str, fn: Callable[..., Any], args: tuple[Any, ...],
-                   kwargs: dict[str, Any], row: Any) -> Any: ...
+                   kwargs: dict[str, Any], row: StepRow | None) -> StepRow: ...
 
-    def start_sleep(self, position: int, step_key: str, seconds: float) -> Any: ...
+    def start_sleep(self, position: int, step_key: str, seconds: float) -> StepRow: ...
 
-    def record_marker(self, position: int, step_key: str) -> Any: ...
+    def record_marker(self, position: int, step_key: str) -> StepRow: ...
 
 
 class StepFuture:
@@ -46,18 +45,18 @@ class StepFuture:
 
     __slots__ = ("_row", "step_key")
 
-    def __init__(self, step_key: str, row: Any) -> None:
+    def __init__(self, step_key: str, row: StepRow) -> None:
         self.step_key = step_key
         self._row = row
 
     def done(self) -> bool:
-        return self._row.status in (STEP_SUCCEEDED, STEP_FAILED)
+        return self._row.status in (StepStatus.SUCCEEDED, StepStatus.FAILED)
 
     def result(self) -> Any:
         """The step's result; suspends the run when it has none yet, raises when the step failed."""
-        if self._row.status == STEP_SUCCEEDED:
+        if self._row.status == StepStatus.SUCCEEDED:
             return loads(self._row.result)
-        if self._row.status == STEP_FAILED:
+        if self._row.status == StepStatus.FAILED:
             error = loads(self._row.error) or {}
             raise StepFailedError(
                 f"Step {self.step_key!r} failed: {error.get('type')}: {error.get('message')}",
@@ -71,7 +70,7 @@ class StepFuture:
 class WorkflowContext:
     """The ``ctx`` a workflow receives: its only door to steps, timers and the run's identity."""
 
-    def __init__(self, run_id: str, workflow: str, journal: Mapping[int, Any], writer: JournalWriter) -> None:
+    def __init__(self, run_id: str, workflow: str, journal: Mapping[int, StepRow], writer: JournalWriter) -> None:
         self.run_id = run_id
         self.workflow = workflow
         self._journal = journal
@@ -86,17 +85,21 @@ class WorkflowContext:
         self._counts[name] = count
         return name if count == 1 else f"{name}#{count}"
 
-    def _replayed(self, kind: str, name: str) -> tuple[int, str, Any]:
+    def _replayed(self, kind: StepKind, name: str) -> tuple[int, str, StepRow | None]:
         position = self._position
         self._position += 1
         key = self._key(name)
         row = self._journal.get(position)
         if row is not None and (row.kind != kind or row.step_key != key):
             raise NonDeterminismError(
-                f"Run {self.run_id} of workflow {self.workflow!r} changed under it: at step position "
-                f"{position} the journal holds {row.kind} step {row.step_key!r}, but the code now asks for "
-                f"{kind} step {key!r}. Finish old runs on the old code, guard the change with "
-                f"ctx.patched('<change-name>') (see docs/versioning.md), or fork the run."
+                f"Run {self.run_id} of workflow {self.workflow!r} took a different path on replay: at step "
+                f"position {position} the journal holds {row.kind} step {row.step_key!r}, but this replay asked "
+                f"for {kind} step {key!r}. A replay must make the same calls in the same order. Usual causes: the "
+                "workflow code changed under the run (finish old runs on the old code, guard the change with "
+                "ctx.patched('<change-name>'), see docs/versioning.md, or fork the run); the workflow branches on "
+                "randomness, the clock or an outside read (a database, an API, a file) that gave another answer "
+                "this time. Record such values with ctx.step(...) so the replay reuses them. Resuming the run "
+                "replays it again; it only helps once the path is deterministic."
             )
         return position, key, row
 
@@ -117,10 +120,10 @@ class WorkflowContext:
         """Start a Celery task step without waiting for it (fan-out); collect it with :meth:`gather`."""
         name, call_args, call_kwargs, options = task_request(task, args, kwargs)
         step_name = options.pop("step_key", None) or name
-        position, key, row = self._replayed(TASK, step_name)
+        position, key, row = self._replayed(StepKind.TASK, step_name)
         if row is None:
-            request = {"task": name, "args": call_args, "kwargs": call_kwargs, "options": options}
-            row = self._writer.dispatch_task(position, key, name, request)
+            call = {"args": call_args, "kwargs": call_kwargs, "options": options}
+            row = self._writer.dispatch_task(position, key, name, call)
         return StepFuture(key, row)
 
     def gather(self, *futures: StepFuture) -> list[Any]:
@@ -143,8 +146,9 @@ class WorkflowContext:
 
             summary = ctx.step("summarise", summarise, payment)
         """
-        position, key, row = self._replayed(INLINE, name)
-        if row is None or row.status in (STEP_DISPATCHED, STEP_RUNNING):  # new, retried, or lost with a crash
+        position, key, row = self._replayed(StepKind.INLINE, name)
+        # New, retried, or lost with a crash:
+        if row is None or row.status in (StepStatus.DISPATCHED, StepStatus.RUNNING):
             row = self._writer.run_inline(position, key, fn, args, kwargs, row)
         return StepFuture(key, row).result()
 
@@ -153,7 +157,7 @@ class WorkflowContext:
 
         ``ctx.sleep("cool-off", "3 days")``
         """
-        position, key, row = self._replayed(SLEEP, name)
+        position, key, row = self._replayed(StepKind.SLEEP, name)
         if row is None:
             row = self._writer.start_sleep(position, key, parse_duration(duration))
         StepFuture(key, row).result()
@@ -167,7 +171,7 @@ class WorkflowContext:
         position = self._position
         row = self._journal.get(position)
         if row is not None:
-            if row.kind == MARKER and row.step_key == change_id:
+            if row.kind == StepKind.MARKER and row.step_key == change_id:
                 self._position += 1
                 return True
             return False  # this run passed this point on the old code

@@ -27,7 +27,7 @@ def services() -> None:
     """Integration tests need PostgreSQL and Redis; a missing service is a failure, never a skip."""
     missing = [name for name, address in SERVICES.items() if not _reachable(*address)]
     if missing:
-        pytest.fail(f"{', '.join(missing)} not reachable; start them as .ci/run does (see ../shared/services.md)")
+        pytest.fail(f"{', '.join(missing)} not reachable; start them as .ci/run does")
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])

@@ -25,12 +25,12 @@ class Store:
         self.schema = schema
         self.auto_migrate = auto_migrate
         self._engine: Engine | None = None
-        self._advisory_engine: Engine | None = None
+        self._autocommit_engine: Engine | None = None
         self._ready = False
         self._engine_lock = threading.Lock()
         self._schema_lock = threading.Lock()
-        self.commits = 0  # every commit, advisory ones included (the benchmark's commits per step)
-        self.advisory_commits = 0  # of which committed without waiting for the disk
+        self.commits = 0  # every commit, autocommit ones included (the benchmark's commits per step)
+        self.autocommit_commits = 0  # of which committed without waiting for the disk
 
     @property
     def dialect(self) -> str:
@@ -77,7 +77,7 @@ class Store:
             yield conn
 
     @contextmanager
-    def advisory(self) -> Iterator[Connection]:
+    def autocommit(self) -> Iterator[Connection]:
         """Writes that recovery does not depend on (a step's claim, a heartbeat), each statement on its own.
 
         On PostgreSQL every statement commits by itself (autocommit, one round trip) without waiting for
@@ -89,16 +89,16 @@ class Store:
                 yield conn
             return
         self.ensure_ready()
-        if self._advisory_engine is None:
+        if self._autocommit_engine is None:
             with self._engine_lock:
-                if self._advisory_engine is None:
-                    self._advisory_engine = make_engine(
+                if self._autocommit_engine is None:
+                    self._autocommit_engine = make_engine(
                         self.url, schema=self.schema, isolation_level="AUTOCOMMIT",
                         connect_args={"options": "-c synchronous_commit=off"}, pool_size=2)
-        with translate_connect_errors(self.url), self._advisory_engine.connect() as conn:
+        with translate_connect_errors(self.url), self._autocommit_engine.connect() as conn:
             yield conn
         self.commits += 1
-        self.advisory_commits += 1
+        self.autocommit_commits += 1
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -115,6 +115,6 @@ class Store:
         self._ready = True
 
     def dispose(self) -> None:
-        for engine in (self._engine, self._advisory_engine):
+        for engine in (self._engine, self._autocommit_engine):
             if engine is not None:
                 engine.dispose()

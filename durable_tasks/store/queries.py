@@ -9,41 +9,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from itertools import takewhile
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, bindparam, delete, insert, or_, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, literal, or_, select, update
 
-from .schema import (
-    ACTIVE_STATUSES,
-    STEP_CANCELLED,
-    STEP_DISPATCHED,
-    STEP_RETRYING,
-    STEP_RUNNING,
-    attempts,
-    outbox,
-    runs,
-    signals,
-    steps,
-    timers,
-    workers,
+from ..records import AttemptRow, LockedRun, RunRow, StepRow, TimerRow, WorkerRow
+from ..vocabulary import (
+    ACTIVE_RUN_STATUSES,
+    PENDING_STEP_STATUSES,
+    AttemptStatus,
+    RunStatus,
+    StepKind,
+    StepStatus,
 )
-
-# Outbox kinds.
-DISPATCH = "dispatch"
-ADVANCE = "advance"
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxMessage:
-    """A message to publish; ``id`` is its outbox row (None when a step row is its durable record)."""
-
-    id: int | None
-    run_id: str
-    kind: str
-    payload: dict[str, Any]
-
+from .schema import attempts, outbox, runs, signals, steps, timers, workers
 
 # Hot-path statements, built once: building and hashing a statement costs more than running it here.
 _LOCK_RUN = (
@@ -57,14 +37,15 @@ _INSERT_STEP = insert(steps)
 _CLAIM_STEP = (
     update(steps)
     .where(steps.c.run_id == bindparam("b_run"), steps.c.position == bindparam("pos"),
-           steps.c.attempt == bindparam("att"), steps.c.status == STEP_DISPATCHED)
-    .values(status=STEP_RUNNING, worker=bindparam("b_worker"), started_at=bindparam("now"))
+           steps.c.attempt == bindparam("att"), steps.c.status == StepStatus.DISPATCHED)
+    .values(status=StepStatus.RUNNING, worker=bindparam("b_worker"), started_at=bindparam("now"))
 )
 _FINISH_STEP = (
     update(steps)
     .where(steps.c.run_id == bindparam("b_run"), steps.c.position == bindparam("pos"),
-           steps.c.status.in_((STEP_DISPATCHED, STEP_RUNNING, STEP_CANCELLED)))
-    .values(status=bindparam("new_status"), result=bindparam("new_result"), finished_at=bindparam("now"))
+           steps.c.status.in_((StepStatus.DISPATCHED, StepStatus.RUNNING, StepStatus.CANCELLED)))
+    .values(status=bindparam("new_status"), result=bindparam("new_result"), error=None,
+            finished_at=bindparam("now"))
 )
 
 
@@ -75,23 +56,24 @@ def insert_run(conn: Connection, **values: Any) -> None:
     conn.execute(insert(runs).values(**values))
 
 
-def run_id_for_key(conn: Connection, idempotency_key: str) -> str | None:
-    return conn.execute(select(runs.c.id).where(runs.c.idempotency_key == idempotency_key)).scalar()
+def run_for_key(conn: Connection, idempotency_key: str) -> RunRow | None:
+    """The run started with ``idempotency_key``, if any."""
+    return cast("RunRow | None", conn.execute(select(runs).where(runs.c.idempotency_key == idempotency_key)).first())
 
 
-def get_run(conn: Connection, run_id: str, *, lock: bool = False) -> Any:
+def get_run(conn: Connection, run_id: str, *, lock: bool = False) -> RunRow | None:
     """The run row; ``lock`` holds it until the transaction ends.
 
     Every writer that touches a run's rows locks the run row first (the coordinator does in
     :func:`lock_run`), so two writers never wait on each other in opposite orders.
     """
     query = select(runs).where(runs.c.id == run_id)
-    return conn.execute(query.with_for_update() if lock else query).first()
+    return cast("RunRow | None", conn.execute(query.with_for_update() if lock else query).first())
 
 
-def lock_run(conn: Connection, run_id: str) -> Any:
+def lock_run(conn: Connection, run_id: str) -> LockedRun | None:
     """The run row, locked until the transaction ends (PostgreSQL; SQLite's write lock covers it)."""
-    return conn.execute(_LOCK_RUN, {"run_id": run_id}).first()
+    return cast("LockedRun | None", conn.execute(_LOCK_RUN, {"run_id": run_id}).first())
 
 
 def wake(conn: Connection, run_id: str) -> None:
@@ -105,6 +87,11 @@ def take_lease(conn: Connection, run_id: str, owner: str, lease_until: float) ->
         update(runs).where(runs.c.id == run_id).values(lease_owner=owner, lease_until=lease_until)
         .returning(runs.c.wake_seq)
     ).scalar_one()
+
+
+def break_lease(conn: Connection, run_id: str) -> None:
+    """Drop the lease of a coordinator that died holding it."""
+    conn.execute(update(runs).where(runs.c.id == run_id).values(lease_owner=None, lease_until=None))
 
 
 def release_run(conn: Connection, run_id: str, owner: str, wake_seq: int, **values: Any) -> bool:
@@ -150,20 +137,22 @@ def delete_runs(conn: Connection, run_ids: Sequence[str]) -> None:
 
 def list_runs(
     conn: Connection, *, status: str | None = None, workflow: str | None = None, limit: int = 50
-) -> list[Any]:
+) -> list[RunRow]:
     query = select(runs).order_by(runs.c.created_at.desc()).limit(limit)
     if status:
         query = query.where(runs.c.status == status)
     if workflow:
         query = query.where(runs.c.workflow == workflow)
-    return list(conn.execute(query))
+    return cast("list[RunRow]", list(conn.execute(query)))
 
 
 # --- steps (the journal) ----------------------------------------------------------------------------
 
 
-def load_journal(conn: Connection, run_id: str) -> dict[int, Any]:
-    return {row.position: row for row in conn.execute(_LOAD_JOURNAL, {"run_id": run_id})}
+def load_journal(conn: Connection, run_id: str) -> dict[int, StepRow]:
+    """The steps of a run by position."""
+    rows = cast("list[StepRow]", conn.execute(_LOAD_JOURNAL, {"run_id": run_id}).all())
+    return {row.position: row for row in rows}
 
 
 def insert_step(conn: Connection, **values: Any) -> None:
@@ -187,12 +176,22 @@ def finish_step(conn: Connection, run_id: str, position: int, *, status: str, re
     return conn.execute(_FINISH_STEP, params).rowcount == 1
 
 
-def get_step(conn: Connection, run_id: str, position: int) -> Any:
-    return conn.execute(select(steps).where(steps.c.run_id == run_id, steps.c.position == position)).first()
+def get_step(conn: Connection, run_id: str, position: int) -> StepRow | None:
+    query = select(steps).where(steps.c.run_id == run_id, steps.c.position == position)
+    return cast("StepRow | None", conn.execute(query).first())
 
 
-def find_step(conn: Connection, run_id: str, step_key: str) -> Any:
-    return conn.execute(select(steps).where(steps.c.run_id == run_id, steps.c.step_key == step_key)).first()
+def find_step(conn: Connection, run_id: str, step_key: str) -> StepRow | None:
+    query = select(steps).where(steps.c.run_id == run_id, steps.c.step_key == step_key)
+    return cast("StepRow | None", conn.execute(query).first())
+
+
+def copy_steps(conn: Connection, from_run: str, to_run: str, before_position: int) -> None:
+    """Copy the steps of ``from_run`` before ``before_position`` into ``to_run`` (a fork)."""
+    columns = [column for column in steps.c if column.name != "run_id"]
+    source = select(literal(to_run).label("run_id"), *columns).where(steps.c.run_id == from_run,
+                                                                      steps.c.position < before_position)
+    conn.execute(insert(steps).from_select(["run_id", *(column.name for column in columns)], source))
 
 
 def delete_step(conn: Connection, run_id: str, position: int) -> None:
@@ -217,26 +216,24 @@ def insert_attempt(conn: Connection, **values: Any) -> None:
     conn.execute(insert(attempts).values(**values))
 
 
-def list_attempts(conn: Connection, run_id: str) -> list[Any]:
-    return list(
-        conn.execute(
-            select(attempts).where(attempts.c.run_id == run_id).order_by(attempts.c.position, attempts.c.id)
-        )
-    )
+def list_attempts(conn: Connection, run_id: str) -> list[AttemptRow]:
+    query = select(attempts).where(attempts.c.run_id == run_id).order_by(attempts.c.position, attempts.c.id)
+    return cast("list[AttemptRow]", list(conn.execute(query)))
 
 
 # --- outbox -----------------------------------------------------------------------------------------
 
 
 def add_outbox(conn: Connection, run_id: str, kind: str, payload: dict[str, Any], now: float,
-               publish_after: float) -> OutboxMessage:
-    outbox_id = conn.execute(
+               publish_after: float) -> int:
+    """Write one outbox row; returns its id."""
+    outbox_id: int = conn.execute(
         insert(outbox)
         .values(run_id=run_id, kind=kind, payload=json.dumps(payload, separators=(",", ":")),
                 created_at=now, publish_after=publish_after, publish_count=0)
         .returning(outbox.c.id)
     ).scalar_one()
-    return OutboxMessage(outbox_id, run_id, kind, payload)
+    return outbox_id
 
 
 def consume_outbox(conn: Connection, outbox_id: int) -> None:
@@ -245,15 +242,16 @@ def consume_outbox(conn: Connection, outbox_id: int) -> None:
 
 def any_due_dispatch(conn: Connection, now: float) -> bool:
     return conn.execute(
-        select(steps.c.run_id).where(steps.c.status == STEP_DISPATCHED, steps.c.publish_after <= now).limit(1)
+        select(steps.c.run_id).where(steps.c.status == StepStatus.DISPATCHED, steps.c.publish_after <= now).limit(1)
     ).first() is not None
 
 
-def due_dispatches(conn: Connection, now: float, lease: float, limit: int) -> list[Any]:
-    """Dispatched task steps nobody claimed in time; pushes their next publish time back."""
+def due_dispatches(conn: Connection, now: float, redelivery_after: float, limit: int) -> list[StepRow]:
+    """Dispatched task steps nobody claimed in time; pushes their next publish time back (backoff)."""
     query = (
         select(steps)
-        .where(steps.c.status == STEP_DISPATCHED, steps.c.kind == "task", steps.c.publish_after <= now)
+        .where(steps.c.status == StepStatus.DISPATCHED, steps.c.kind == StepKind.TASK,
+               steps.c.publish_after <= now)
         .order_by(steps.c.publish_after)
         .limit(limit)
     )
@@ -264,30 +262,31 @@ def due_dispatches(conn: Connection, now: float, lease: float, limit: int) -> li
         conn.execute(
             update(steps)
             .where(steps.c.run_id == row.run_id, steps.c.position == row.position)
-            .values(publish_after=now + lease * (2 ** min(row.publish_count, 5)),
+            .values(publish_after=now + redelivery_after * (2 ** min(row.publish_count, 5)),
                     publish_count=steps.c.publish_count + 1)
         )
-    return rows
+    return cast("list[StepRow]", rows)
 
 
 def any_due_outbox(conn: Connection, now: float) -> bool:
     return conn.execute(select(outbox.c.id).where(outbox.c.publish_after <= now).limit(1)).first() is not None
 
 
-def due_outbox(conn: Connection, now: float, lease: float, limit: int) -> list[OutboxMessage]:
-    """Take the outbox rows nobody consumed in time and push their next publish time back."""
+def due_outbox(conn: Connection, now: float, redelivery_after: float, limit: int) -> list[Any]:
+    """The outbox rows nobody consumed in time (``id``, ``run_id``, ``kind``, ``payload``, ...); pushes their
+    next publish time back (backoff)."""
     query = select(outbox).where(outbox.c.publish_after <= now).order_by(outbox.c.publish_after).limit(limit)
     if conn.dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
     rows = list(conn.execute(query))
     for row in rows:
-        backoff = lease * (2 ** min(row.publish_count, 5))
+        backoff = redelivery_after * (2 ** min(row.publish_count, 5))
         conn.execute(
             update(outbox)
             .where(outbox.c.id == row.id)
             .values(publish_after=now + backoff, publish_count=outbox.c.publish_count + 1)
         )
-    return [OutboxMessage(row.id, row.run_id, row.kind, json.loads(row.payload)) for row in rows]
+    return rows
 
 
 def delete_outbox_of(conn: Connection, run_id: str) -> None:
@@ -308,7 +307,7 @@ def insert_timer(conn: Connection, run_id: str, position: int, purpose: str, due
     conn.execute(insert(timers).values(run_id=run_id, position=position, purpose=purpose, due_at=due_at))
 
 
-def due_timers(conn: Connection, now: float, limit: int) -> list[Any]:
+def due_timers(conn: Connection, now: float, limit: int) -> list[TimerRow]:
     query = (
         select(timers)
         .where(timers.c.fired_at.is_(None), timers.c.due_at <= now)
@@ -317,7 +316,7 @@ def due_timers(conn: Connection, now: float, limit: int) -> list[Any]:
     )
     if conn.dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
-    return list(conn.execute(query))
+    return cast("list[TimerRow]", list(conn.execute(query)))
 
 
 def any_due_timer(conn: Connection, now: float) -> bool:
@@ -339,12 +338,6 @@ def cancel_timers(conn: Connection, run_id: str, position: int | None, now: floa
     conn.execute(update(timers).where(*condition).values(fired_at=now))
 
 
-
-
-
-
-
-
 # --- workers and recovery ---------------------------------------------------------------------------
 
 
@@ -362,8 +355,8 @@ def live_workers(conn: Connection, since: float) -> list[str]:
     return list(conn.execute(select(workers.c.id).where(workers.c.heartbeat_at >= since)).scalars())
 
 
-def list_workers(conn: Connection) -> list[Any]:
-    return list(conn.execute(select(workers).order_by(workers.c.heartbeat_at.desc())))
+def list_workers(conn: Connection) -> list[WorkerRow]:
+    return cast("list[WorkerRow]", list(conn.execute(select(workers).order_by(workers.c.heartbeat_at.desc()))))
 
 
 def forget_workers(conn: Connection, before: float) -> int:
@@ -381,24 +374,26 @@ def try_sweeper_lock(conn: Connection) -> bool:
     return bool(conn.exec_driver_sql("SELECT pg_try_advisory_xact_lock(7283645901)").scalar())
 
 
-def orphaned_steps(conn: Connection, live: Sequence[str], started_before: float, limit: int) -> list[Any]:
+def orphaned_steps(conn: Connection, live: Sequence[str], started_before: float, limit: int) -> list[StepRow]:
     """Steps taken by a worker that is no longer alive, in runs that are still active."""
-    active_run = select(runs.c.id).where(runs.c.id == steps.c.run_id, runs.c.status.in_(ACTIVE_STATUSES))
+    active_run = select(runs.c.id).where(runs.c.id == steps.c.run_id, runs.c.status.in_(ACTIVE_RUN_STATUSES))
     query = (
         select(steps)
-        .where(steps.c.status == STEP_RUNNING, steps.c.kind == "task", steps.c.started_at < started_before,
+        .where(steps.c.status == StepStatus.RUNNING, steps.c.kind == StepKind.TASK,
+               steps.c.started_at < started_before,
                active_run.exists())
         .limit(limit)
     )
     if live:
         query = query.where(or_(steps.c.worker.is_(None), steps.c.worker.not_in(list(live))))
-    return list(conn.execute(query))
+    return cast("list[StepRow]", list(conn.execute(query)))
 
 
 def attempts_since_resume(conn: Connection, run_id: str, position: int) -> int:
     """Attempts of a step counted against its retry budget: those after the operator's last resume."""
     statuses = recent_attempt_statuses(conn, run_id, position, 10_000)
-    return sum(1 for status in takewhile(lambda status: status != "resumed", statuses) if status != "lost")
+    since_resume = takewhile(lambda status: status != AttemptStatus.RESUMED, statuses)
+    return sum(1 for status in since_resume if status != AttemptStatus.LOST)
 
 
 def recent_attempt_statuses(conn: Connection, run_id: str, position: int, limit: int) -> list[str]:
@@ -418,7 +413,7 @@ def expired_leases(conn: Connection, now: float, limit: int) -> list[str]:
     return list(
         conn.execute(
             select(runs.c.id)
-            .where(runs.c.status.in_(ACTIVE_STATUSES), runs.c.lease_owner.is_not(None), runs.c.lease_until < now)
+            .where(runs.c.status.in_(ACTIVE_RUN_STATUSES), runs.c.lease_owner.is_not(None), runs.c.lease_until < now)
             .limit(limit)
         ).scalars()
     )
@@ -429,7 +424,7 @@ def stalled_runs(conn: Connection, before: float, limit: int) -> list[str]:
     pending_step = (
         select(steps.c.run_id)
         .where(steps.c.run_id == runs.c.id,
-               steps.c.status.in_((STEP_DISPATCHED, STEP_RUNNING, STEP_RETRYING)))
+               steps.c.status.in_(PENDING_STEP_STATUSES))
         .exists()
     )
     pending_timer = (
@@ -439,7 +434,7 @@ def stalled_runs(conn: Connection, before: float, limit: int) -> list[str]:
     query = (
         select(runs.c.id)
         .where(
-            runs.c.status.in_(("pending", "running")),
+            runs.c.status.in_((RunStatus.PENDING, RunStatus.RUNNING)),
             runs.c.updated_at < before,
             runs.c.lease_owner.is_(None),
             ~pending_step,

@@ -1,8 +1,9 @@
 """The journal tables, as SQLAlchemy Core tables on the library's own ``MetaData``.
 
 Times are stored as UNIX epoch seconds (float): cheap to compare on every engine, and the library does
-all time arithmetic itself. The Alembic revisions in ``durable_tasks.migrations`` create exactly these
-tables; ``tests/unit/test_migrations.py`` fails when the two drift apart.
+all time arithmetic itself. Statuses and kinds are the words of :mod:`durable_tasks.vocabulary`. The
+Alembic revisions in ``durable_tasks.migrations`` create exactly these tables; a test compares the two
+(``tests/unit/test_store_and_config.py``).
 """
 
 from __future__ import annotations
@@ -28,27 +29,6 @@ NAMING_CONVENTION = {
 }
 
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
-
-# Run statuses.
-PENDING = "pending"
-RUNNING = "running"
-SLEEPING = "sleeping"
-WAITING = "waiting"
-SUCCEEDED = "succeeded"
-FAILED = "failed"
-CANCELLED = "cancelled"
-ACTIVE_STATUSES = (PENDING, RUNNING, SLEEPING, WAITING)
-FINISHED_STATUSES = (SUCCEEDED, FAILED, CANCELLED)
-
-# Step statuses.
-STEP_DISPATCHED = "dispatched"  # a message is in the outbox or on the broker
-STEP_RUNNING = "running"  # a worker claimed it
-STEP_RETRYING = "retrying"  # an attempt failed; a timer holds the next one
-STEP_SLEEPING = "sleeping"  # a sleep step whose timer has not fired
-STEP_SUCCEEDED = "succeeded"
-STEP_FAILED = "failed"
-STEP_CANCELLED = "cancelled"
-STEP_DONE_STATUSES = (STEP_SUCCEEDED, STEP_FAILED)
 
 runs = Table(
     "durable_runs",

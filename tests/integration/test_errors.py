@@ -63,7 +63,7 @@ def test_dead_broker_at_start_keeps_the_run_and_the_relay_sends_it_later(
     assert step.status == "dispatched", "the dispatched step row keeps the message for the relay"
     # The workers' relay (connected to the live broker) sends it once redelivery_after has passed.
     assert stack.durable.run(handle.id).result(timeout=30) == 5
-    offline_durable.identity.stop()
+    offline_durable.close()
 
 
 def test_a_worker_without_the_workflow_leaves_the_run_pending_and_nothing_is_lost(

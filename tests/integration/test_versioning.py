@@ -22,7 +22,7 @@ def test_changed_step_order_parks_the_run_with_a_clear_error_and_changes_nothing
         handle.result(timeout=30)
     message = failed.value.error["message"]
     assert handle.id in message and "holds task step 't.slow'" in message
-    assert "code now asks for task step 't.add'" in message
+    assert "this replay asked for task step 't.add'" in message and "randomness" in message
     assert failed.value.error["type"].endswith("NonDeterminismError")
     assert [(s.step_key, s.status) for s in handle.steps()] == [("t.slow", "succeeded")], \
         "the finished step is kept and nothing new was started"

@@ -8,7 +8,7 @@ import pytest
 from celery import chain, chord, group
 
 from durable_tasks import RunHandle
-from durable_tasks.store.queries import DISPATCH, OutboxMessage
+from durable_tasks.messages import StepMessage
 from tests.support.stack import Stack
 
 pytestmark = pytest.mark.integration
@@ -71,11 +71,10 @@ def test_duplicate_delivery_of_a_finished_step_does_not_run_the_body(stack: Stac
     handle = stack.durable.chain(t["add"].s(1, 2), t["double"].s()).start()
     assert handle.result(timeout=20) == 6
     step = stack.step(handle.id, "t.add")
-    redelivered = OutboxMessage(0, handle.id, DISPATCH, {
-        "task": "t.add", "args": [1, 2], "kwargs": {}, "options": {}, "task_id": step.celery_task_id,
-        "position": step.position, "attempt": step.attempt, "step_key": step.step_key})
-    stack.durable.publisher.publish(redelivered)
-    stack.durable.publisher.publish(redelivered)
+    redelivered = StepMessage(handle.id, step.position, step.step_key, step.attempt, "t.add", step.celery_task_id,
+                              args=[1, 2])
+    stack.durable.runtime.publisher.publish(redelivered)
+    stack.durable.runtime.publisher.publish(redelivered)
     time.sleep(1.5)
     assert stack.execution_counts(handle.id)["t.add"] == 1
     assert handle.status == "succeeded"
@@ -85,10 +84,8 @@ def test_same_message_twice_while_running_executes_once(stack: Stack) -> None:
     t = stack.client.tasks
     handle = stack.durable.chain(t["slow"].s(1.0)).start("v")
     step = stack.wait_until(lambda: stack.step(handle.id, "t.slow"), 10, "the step row")
-    message = OutboxMessage(0, handle.id, DISPATCH, {
-        "task": "t.slow", "args": ["v", 1.0], "kwargs": {}, "options": {}, "task_id": step.celery_task_id,
-        "position": 0, "attempt": 1, "step_key": "t.slow"})
-    stack.durable.publisher.publish(message)  # a second copy of the same message, as a broker may redeliver
+    message = StepMessage(handle.id, 0, "t.slow", 1, "t.slow", step.celery_task_id, args=["v", 1.0])
+    stack.durable.runtime.publisher.publish(message)  # a second copy of the same message, as a broker may redeliver
     assert handle.result(timeout=20) == "v"
     time.sleep(0.5)
     assert stack.execution_counts(handle.id)["t.slow"] == 1

@@ -152,8 +152,7 @@ class Stack:
         for process in self.workers:
             self.stop(process)
         self.flush_broker()
-        self.durable.identity.stop()
-        self.durable.store.dispose()
+        self.durable.close()
         if self.schema:
             engine = sqlalchemy.create_engine(POSTGRES_URL)
             with engine.begin() as conn:

@@ -23,8 +23,7 @@ def app() -> Celery:
 def durable(app: Celery, tmp_path: Path) -> Iterator[Durable]:
     instance = Durable(app, store=f"sqlite:///{tmp_path / 'journal.sqlite3'}")
     yield instance
-    instance.identity.stop()
-    instance.store.dispose()
+    instance.close()
 
 
 @pytest.fixture

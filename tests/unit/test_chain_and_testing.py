@@ -8,13 +8,11 @@ import pytest
 from celery import chain, chord, group
 
 from durable_tasks import ConfigurationError, Durable, StepFailedError
-from durable_tasks.chain import CHAIN_WORKFLOW
 from durable_tasks.testing import run_eagerly
 
 
 def run_chain_eagerly(durable: Durable, *items: Any, args: tuple[Any, ...] = ()) -> Any:
-    durable_chain = durable.chain(*items)
-    return run_eagerly(durable.registry.get(CHAIN_WORKFLOW), durable_chain.elements, list(args), {})
+    return run_eagerly(durable.chain(*items), *args)
 
 
 def test_results_pass_to_the_next_signature_and_si_ignores_them(durable: Durable, tasks: dict[str, Any]) -> None:

@@ -4,11 +4,11 @@ import durable_tasks
 
 EXPECTED = [
     "AttemptRecord", "ChainSleep", "ConfigurationError", "Durable", "DurableChain", "DurableError",
-    "InvalidStateError", "NonDeterminismError", "PayloadError", "PayloadTooLargeError", "ResultTimeoutError",
-    "RetryPolicy", "RunCancelledError", "RunHandle", "RunNotFoundError", "RunRecord", "SchemaError",
-    "SerializationError", "Settings", "StepFailedError", "StepFuture", "StepInfo", "StepRecord", "StoreError",
-    "StoreUnavailableError", "UnknownTaskError", "UnknownWorkflowError", "WorkerLostError", "Workflow",
-    "WorkflowContext", "WorkflowFailedError", "__version__", "current_step",
+    "IdempotencyConflictError", "InvalidStateError", "NonDeterminismError", "PayloadError", "PayloadTooLargeError",
+    "ResultTimeoutError", "RetryPolicy", "RunCancelledError", "RunHandle", "RunNotFoundError", "RunRecord",
+    "RunStatus", "SchemaError", "SerializationError", "Settings", "StepFailedError", "StepFuture", "StepInfo",
+    "StepRecord", "StepStatus", "StoreError", "StoreUnavailableError", "UnknownTaskError", "UnknownWorkflowError",
+    "WorkerLostError", "Workflow", "WorkflowContext", "WorkflowFailedError", "__version__", "current_step",
 ]
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from durable_tasks import NonDeterminismError, StepFailedError
 from durable_tasks.errors import Suspend
-from durable_tasks.transitions import StepRow
+from durable_tasks.records import WrittenStep as StepRow
 from durable_tasks.workflow import WorkflowContext
 
 

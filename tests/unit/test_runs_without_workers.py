@@ -138,7 +138,7 @@ def _advance_pending(durable: Durable, run_id: str) -> None:
     """Do what a worker does with the run's advance message, in this process."""
     from durable_tasks import coordinator
 
-    coordinator.advance(durable, run_id)
+    coordinator.advance(durable.runtime, run_id)
 
 
 def test_resume_gives_a_fresh_retry_budget_and_keeps_handled_failures(durable: Durable) -> None:

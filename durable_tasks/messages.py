@@ -1,0 +1,85 @@
+"""The messages durable-tasks sends through Celery: a task step's attempt, and a request to advance a run.
+
+A :class:`StepMessage` is an ordinary Celery task message for the user's task, plus a ``durable`` header
+that tells the step wrapper which run, step and attempt it belongs to. The wrapper reads the header back
+with :meth:`StepMessage.from_headers`. An :class:`AdvanceMessage` calls the coordinator task.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .records import StepRow
+
+HEADER = "durable"
+
+
+@dataclass(frozen=True, slots=True)
+class StepMessage:
+    """One attempt of a task step, as sent to the broker.
+
+    ``retry`` is the step's retry policy (``RetryPolicy.to_json()``), resolved when the step was dispatched
+    from the task's ``@durable.step(retry=...)`` or else the workflow's default. It travels with the
+    message because the worker that runs the task may not import the workflow (task-only workers), and
+    an attempt is judged by the policy the step was dispatched with, not by whatever a worker has now.
+    """
+
+    run_id: str
+    position: int
+    step_key: str
+    attempt: int
+    task: str
+    task_id: str
+    args: list[Any] = field(default_factory=list)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+    retry: dict[str, Any] | None = None
+
+    def to_headers(self) -> dict[str, Any]:
+        """The message's Celery headers: the step's address in the journal."""
+        return {HEADER: {"run": self.run_id, "position": self.position, "step_key": self.step_key,
+                         "attempt": self.attempt, "retry": self.retry}}
+
+    @classmethod
+    def from_headers(cls, header: Mapping[str, Any], *, task: str, task_id: str, args: list[Any],
+                     kwargs: dict[str, Any]) -> StepMessage:
+        """Read a delivered message back (``header`` is ``task.request.durable``)."""
+        return cls(run_id=header["run"], position=header["position"], step_key=header["step_key"],
+                   attempt=header["attempt"], task=task, task_id=task_id, args=args, kwargs=kwargs,
+                   retry=header.get("retry"))
+
+    @classmethod
+    def from_request(cls, run_id: str, position: int, step_key: str, attempt: int, task_id: str,
+                     request: Mapping[str, Any]) -> StepMessage:
+        """The message of one attempt from the step's journaled request (see :func:`step_request`)."""
+        return cls(run_id=run_id, position=position, step_key=step_key, attempt=attempt, task=request["task"],
+                   task_id=task_id, args=list(request["args"]), kwargs=dict(request["kwargs"]),
+                   options=dict(request.get("options") or {}), retry=request.get("retry"))
+
+    @classmethod
+    def from_step(cls, step: StepRow) -> StepMessage:
+        """The message of a dispatched step row, to publish again (the relay)."""
+        if step.request is None or step.celery_task_id is None:
+            raise ValueError(f"step {step.step_key!r} of run {step.run_id} was never dispatched")
+        return cls.from_request(step.run_id, step.position, step.step_key, step.attempt, step.celery_task_id,
+                                json.loads(step.request))
+
+
+def step_request(task: str, args: list[Any], kwargs: dict[str, Any], options: dict[str, Any],
+                 retry: dict[str, Any] | None) -> dict[str, Any]:
+    """What a task step's row keeps in its ``request`` column: everything needed to send it again."""
+    return {"task": task, "args": args, "kwargs": kwargs, "options": options, "retry": retry}
+
+
+@dataclass(frozen=True, slots=True)
+class AdvanceMessage:
+    """Ask a coordinator to replay ``run_id``; ``outbox_id`` is the outbox row it consumes."""
+
+    run_id: str
+    outbox_id: int | None
+
+
+Message = StepMessage | AdvanceMessage

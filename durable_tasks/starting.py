@@ -1,0 +1,69 @@
+"""Starting runs: the run row and its first message commit together, once per idempotency key."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import uuid4
+
+from sqlalchemy.exc import IntegrityError
+
+from . import coordinator, transitions
+from .errors import IdempotencyConflictError
+from .records import RunRow
+from .registry import WorkflowDefinition
+from .runtime import Runtime
+from .serialization import dumps, loads
+from .store import queries
+
+
+def start_run(runtime: Runtime, workflow: WorkflowDefinition, args: tuple[Any, ...] | list[Any],
+              kwargs: dict[str, Any], *, idempotency_key: str | None = None, advance_now: bool = False) -> str:
+    """Start a run of ``workflow`` and return its id.
+
+    The run and its first message commit together; if the broker is down the message waits in the outbox
+    and the workers' relay sends it later. The same ``idempotency_key`` with the same workflow and input
+    returns the existing run; with another workflow or input it raises :class:`IdempotencyConflictError`.
+    With ``advance_now`` this process replays the workflow right away (inline steps run here, task steps
+    are dispatched in the same commit as the run) instead of sending it to a worker.
+    """
+    call = dumps({"args": list(args), "kwargs": kwargs}, what=f"input of workflow {workflow.name!r}",
+                 max_bytes=runtime.settings.max_payload_bytes)
+    run_id = str(uuid4())
+    if advance_now:
+        runtime.identity.start()  # before the transaction: the first heartbeat is a write of its own
+    try:
+        with runtime.unit_of_work() as uow:
+            if idempotency_key is not None:
+                existing = queries.run_for_key(uow.conn, idempotency_key)
+                if existing is not None:
+                    return _same_run(existing, workflow.name, call, idempotency_key)
+            transitions.create_run(uow, run_id=run_id, workflow=workflow.name, input=call,
+                                   fingerprint=workflow.fingerprint, idempotency_key=idempotency_key)
+            if advance_now:
+                coordinator.advance(runtime, run_id, uow=uow)
+            else:
+                uow.send_advance(run_id)
+    except IntegrityError:
+        # Another caller started the same idempotency key between our check and insert.
+        if idempotency_key is None:
+            raise
+        with runtime.store.read() as conn:
+            existing = queries.run_for_key(conn, idempotency_key)
+        if existing is None:
+            raise
+        return _same_run(existing, workflow.name, call, idempotency_key)
+    return run_id
+
+
+def _same_run(existing: RunRow, workflow: str, call: str, idempotency_key: str) -> str:
+    """The existing run of ``idempotency_key`` if it is the same start; a conflict error otherwise."""
+    if existing.workflow == workflow and loads(existing.input) == loads(call):
+        return existing.id
+    differs = "workflow" if existing.workflow != workflow else "input"
+    raise IdempotencyConflictError(
+        f"Idempotency key {idempotency_key!r} already belongs to run {existing.id} of workflow "
+        f"{existing.workflow!r} ({existing.status}), started with a different {differs}: a key names one start "
+        f"of one workflow with one input. Use `durable runs show {existing.id}` to see it, or pick another key "
+        "for a different start.",
+        run_id=existing.id,
+    )

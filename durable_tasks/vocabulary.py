@@ -1,0 +1,77 @@
+"""The words the journal is written in: statuses and kinds of runs, steps, attempts, timers and messages.
+
+Each is a :class:`~enum.StrEnum`, so a member equals the text stored in the database
+(``RunStatus.FAILED == "failed"``) and rows read back as plain strings compare with members directly.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class RunStatus(StrEnum):
+    """Where a run is: ``pending`` until its first advance, then active until it finishes."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SLEEPING = "sleeping"
+    WAITING = "waiting"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+ACTIVE_RUN_STATUSES: tuple[RunStatus, ...] = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.SLEEPING,
+                                              RunStatus.WAITING)
+FINISHED_RUN_STATUSES: tuple[RunStatus, ...] = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
+
+
+class StepStatus(StrEnum):
+    """Where a step is. ``dispatched`` task steps are also their message's outbox record."""
+
+    DISPATCHED = "dispatched"  # a message is on its way (or, for an inline step: it runs at the next replay)
+    RUNNING = "running"  # a worker claimed it (task) or the coordinator runs it (inline)
+    RETRYING = "retrying"  # an attempt failed; a timer holds the next one
+    SLEEPING = "sleeping"  # a sleep whose timer has not fired
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+PENDING_STEP_STATUSES: tuple[StepStatus, ...] = (StepStatus.DISPATCHED, StepStatus.RUNNING, StepStatus.RETRYING)
+
+
+class StepKind(StrEnum):
+    """What a step is: a Celery task, a function run by the coordinator, a durable sleep, or a patch marker."""
+
+    TASK = "task"
+    INLINE = "inline"
+    SLEEP = "sleep"
+    MARKER = "marker"
+
+
+class AttemptStatus(StrEnum):
+    """How one attempt of a step ended; ``resumed`` marks an operator's restart (a fresh retry budget)."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    LOST = "lost"  # its worker died mid-attempt
+    RESUMED = "resumed"
+
+
+class TimerPurpose(StrEnum):
+    """Why a timer exists: to end a durable sleep, or to start a step's next attempt after its backoff."""
+
+    SLEEP = "sleep"
+    RETRY = "retry"
+
+
+class OutboxKind(StrEnum):
+    """Kinds of outgoing messages.
+
+    ``advance`` messages are rows of ``durable_outbox``; a ``dispatch`` (a task step's Celery message) has the
+    dispatched step row as its durable record.
+    """
+
+    ADVANCE = "advance"
+    DISPATCH = "dispatch"
