@@ -1,21 +1,33 @@
 """The ``durable`` command: database migrations, the demo, and operating runs.
 
-The store comes from ``--app module:durable`` (your :class:`~durable_tasks.Durable` instance), else from
-``--store URL`` / ``$DURABLE_STORE``, else the default SQLite file. Without ``--app`` the commands that
-change runs leave their messages in the outbox, and the workers' relay sends them within a second.
+The store comes from ``-A APP`` (your Celery app or your :class:`~durable_tasks.Durable` instance, named as
+``celery -A`` names an app), else from ``--store URL`` / ``$DURABLE_STORE``, else the default SQLite file.
+These options go before or after the subcommand (``durable db upgrade --store URL``). Without ``-A`` the
+commands that change runs leave their messages in the outbox, and the workers' relay sends them within a second.
+
+Results go to stdout, errors to stderr (``error: ...``, exit status 1; usage errors exit with 2). Journaled
+text is printed literally (see :mod:`durable_tasks.cli_console`).
 """
 
 from __future__ import annotations
 
-import importlib
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import click
-from rich.console import Console
 
+from .cli_console import (
+    heading,
+    literal,
+    make_console,
+    neutralise,
+    say,
+    tolerate_unencodable_output,
+    warn_error,
+)
 from .cli_render import render_run, render_runs, render_steps, render_workers
 from .durations import parse_duration
 from .errors import DurableError
@@ -29,7 +41,8 @@ from .store.engine import default_store_url
 from .vocabulary import RunStatus
 
 RUN_STATUSES = [status.value for status in RunStatus]
-console = Console(width=None if sys.stdout.isatty() else 160)
+F = TypeVar("F", bound=Callable[..., Any])
+_META = "durable_tasks.cli."  # prefix of our keys in click's ``ctx.meta``, shared by a command and its groups
 
 
 class DeferredPublisher:
@@ -46,54 +59,80 @@ class Context:
     worker_timeout: float
 
 
-def _load_durable(spec: str) -> Any:
-    module_name, _, attribute = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise click.BadParameter(f"cannot import {module_name!r}: {exc}", param_hint="--app") from exc
-    candidates = [attribute] if attribute else ["durable"]
-    for name in candidates:
-        value = getattr(module, name, None)
-        if value is not None and hasattr(value, "operations"):
-            return value
-    raise click.BadParameter(f"{spec!r} names no Durable instance (use module:attribute)", param_hint="--app")
+def _remember(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    # The group and the subcommand both take these options; the one nearer the command wins.
+    if value is not None:
+        ctx.meta[_META + str(param.name)] = value
+    return value
+
+
+_STORE_OPTIONS = (
+    click.option("-A", "--app", "app", metavar="APP", expose_value=False, callback=_remember,
+                 help="Your Celery app or Durable instance, named as for celery -A (proj, proj.celery:app, "
+                      "proj.tasks:durable). Uses its store and settings and publishes messages right away."),
+    click.option("--store", metavar="URL", expose_value=False, callback=_remember,
+                 help="Journal database URL (default $DURABLE_STORE, else sqlite:///durable.sqlite3)."),
+    click.option("--schema", metavar="NAME", expose_value=False, callback=_remember,
+                 help="PostgreSQL schema of the tables."),
+)
+
+
+def _journal_text(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    # Bytes that are not UTF-8 reach Python as lone surrogates; no journaled id or key can hold them.
+    if value is not None:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise click.BadParameter(f"'{neutralise(value)}' is not valid UTF-8 text, so no run or step "
+                                     "in the journal has it.") from None
+    return value
+
+
+def store_options(command: F) -> F:
+    """Add ``-A/--app``, ``--store`` and ``--schema`` to a command, so they work after the subcommand too."""
+    for option in reversed(_STORE_OPTIONS):
+        command = option(command)
+    return command
 
 
 @click.group()
-@click.option("--app", "app_spec", metavar="MODULE[:ATTR]", help="Your Durable instance, e.g. proj.tasks:durable.")
-@click.option("--store", envvar="DURABLE_STORE", metavar="URL", help="Journal database URL ($DURABLE_STORE).")
-@click.option("--schema", default=None, help="PostgreSQL schema of the tables.")
-@click.pass_context
-def main(ctx: click.Context, app_spec: str | None, store: str | None, schema: str | None) -> None:
+@store_options
+def main() -> None:
     """durable-tasks: durable workflows and chains for Celery."""
-    sys.path.insert(0, ".")
+    tolerate_unencodable_output()
+    if "." not in sys.path:
+        sys.path.insert(0, ".")  # like celery -A: the project in the current directory is importable
 
-    def build() -> Context:
-        if app_spec:
-            durable = _load_durable(app_spec)
-            return Context(durable.store, durable.operations, durable.settings.worker_timeout)
-        journal = Store(store or default_store_url(), schema=schema)
-        operations = Operations(journal, lambda: UnitOfWork(journal, DeferredPublisher(), redelivery_after=0))
-        return Context(journal, operations, 30.0)
 
-    ctx.obj = build
+def _build(meta: dict[str, Any]) -> Context:
+    app_spec, store, schema = (meta.get(_META + name) for name in ("app", "store", "schema"))
+    if app_spec:
+        if store or schema:
+            raise click.UsageError("-A/--app takes the store and schema from your Durable instance: drop "
+                                   "--store/--schema, or drop -A to name the store yourself.")
+        from .cli_app import load_durable  # imports the user's project: only when asked to
+
+        durable = load_durable(app_spec)
+        return Context(durable.store, durable.operations, durable.settings.worker_timeout)
+    journal = Store(store or default_store_url(), schema=schema)
+    operations = Operations(journal, lambda: UnitOfWork(journal, DeferredPublisher(), redelivery_after=0))
+    return Context(journal, operations, 30.0)
 
 
 def _context(ctx: click.Context) -> Context:
-    root = ctx.find_root()
-    if isinstance(root.obj, Context):
-        return root.obj
-    root.obj = root.obj()
-    return root.obj
+    key = _META + "context"
+    if key not in ctx.meta:
+        ctx.meta[key] = _build(ctx.meta)
+    context: Context = ctx.meta[key]
+    return context
 
 
 def _guarded(call: Any) -> Any:
-    """``call()``; a durable-tasks error is printed as ``error: ...`` and exits with status 1."""
+    """``call()``; a durable-tasks error is printed to stderr as ``error: ...`` and exits with status 1."""
     try:
         return call()
     except DurableError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        warn_error(exc)
         raise SystemExit(1) from None
 
 
@@ -101,26 +140,29 @@ def _guarded(call: Any) -> Any:
 
 
 @main.group()
+@store_options
 def db() -> None:
     """Create, upgrade and check the journal tables."""
 
 
 @db.command("upgrade")
+@store_options
 @click.pass_context
 def db_upgrade(ctx: click.Context) -> None:
     """Apply every missing migration (safe to run again)."""
     store = _context(ctx).store
     _guarded(store.upgrade)
-    console.print(f"Journal tables are up to date in {store.redacted_url()}.")
+    say(f"Journal tables are up to date in {store.redacted_url()}.")
 
 
 @db.command("check")
+@store_options
 @click.pass_context
 def db_check(ctx: click.Context) -> None:
     """Exit 1 unless the tables are at this version's migration head."""
     store = _context(ctx).store
     _guarded(store.ensure_ready)
-    console.print(f"{store.redacted_url()} is up to date.")
+    say(f"{store.redacted_url()} is up to date.")
 
 
 # --- demo ------------------------------------------------------------------------------------------------
@@ -131,21 +173,23 @@ def demo() -> None:
     """Run a workflow, kill -9 its worker mid-run, and watch it resume (no server needed)."""
     from .demo import run_demo
 
-    raise SystemExit(0 if run_demo(console.print) else 1)
+    raise SystemExit(0 if run_demo(say) else 1)
 
 
 # --- runs ------------------------------------------------------------------------------------------------
 
 
 @main.group()
+@store_options
 def runs() -> None:
     """List, inspect and operate runs."""
 
 
 @runs.command("list")
 @click.option("--status", type=click.Choice(RUN_STATUSES), help="Only runs with this status.")
-@click.option("--workflow", help="Only runs of this workflow.")
+@click.option("--workflow", callback=_journal_text, help="Only runs of this workflow.")
 @click.option("--limit", default=50, show_default=True)
+@store_options
 @click.pass_context
 def runs_list(ctx: click.Context, status: str | None, workflow: str | None, limit: int) -> None:
     """The latest runs, newest first."""
@@ -154,35 +198,38 @@ def runs_list(ctx: click.Context, status: str | None, workflow: str | None, limi
             return queries.list_runs(conn, status=status, workflow=workflow, limit=limit)
 
     rows = _guarded(read)
-    console.print(render_runs([RunRecord.from_row(row) for row in rows]))
+    make_console().print(render_runs([RunRecord.from_row(row) for row in rows]))
 
 
 @runs.command("show")
-@click.argument("run_id")
+@click.argument("run_id", callback=_journal_text)
 @click.option("--traceback", "show_tracebacks", is_flag=True, help="Print the traceback of failed attempts.")
+@store_options
 @click.pass_context
 def runs_show(ctx: click.Context, run_id: str, show_tracebacks: bool) -> None:
     """A run with its steps, states, attempts and timings."""
     store = _context(ctx).store
     run = _guarded(lambda: load_run(store, run_id))
     steps = _guarded(lambda: load_steps(store, run_id))
+    console = make_console()
     console.print(render_run(run))
     console.print(render_steps(steps))
     if show_tracebacks:
         for step in steps:
             for attempt in step.attempts:
                 if attempt.traceback:
-                    console.rule(f"{step.step_key} attempt {attempt.attempt} ({attempt.status})")
-                    console.print(attempt.traceback, markup=False, highlight=False)
+                    heading(console, f"{step.step_key} attempt {attempt.attempt} ({attempt.status})")
+                    console.print(literal(attempt.traceback), soft_wrap=True)
 
 
 def _operate(ctx: click.Context, call: Any, done: Any) -> None:
     """Run an operation; ``done(value)`` says what happened."""
-    console.print(done(_guarded(lambda: call(_context(ctx).operations))))
+    say(done(_guarded(lambda: call(_context(ctx).operations))))
 
 
 @runs.command("resume")
-@click.argument("run_id")
+@click.argument("run_id", callback=_journal_text)
+@store_options
 @click.pass_context
 def runs_resume(ctx: click.Context, run_id: str) -> None:
     """Continue a failed run at its failed step (after you fixed the cause)."""
@@ -190,8 +237,9 @@ def runs_resume(ctx: click.Context, run_id: str) -> None:
 
 
 @runs.command("retry-step")
-@click.argument("run_id")
-@click.argument("step")
+@click.argument("run_id", callback=_journal_text)
+@click.argument("step", callback=_journal_text)
+@store_options
 @click.pass_context
 def runs_retry_step(ctx: click.Context, run_id: str, step: str) -> None:
     """Run a failed step, or one waiting out its backoff, again now."""
@@ -199,8 +247,9 @@ def runs_retry_step(ctx: click.Context, run_id: str, step: str) -> None:
 
 
 @runs.command("cancel")
-@click.argument("run_id")
+@click.argument("run_id", callback=_journal_text)
 @click.option("--reason", default="cancelled by operator", show_default=True)
+@store_options
 @click.pass_context
 def runs_cancel(ctx: click.Context, run_id: str, reason: str) -> None:
     """Cancel a run: nothing new starts, running steps can see it."""
@@ -208,8 +257,9 @@ def runs_cancel(ctx: click.Context, run_id: str, reason: str) -> None:
 
 
 @runs.command("fork")
-@click.argument("run_id")
-@click.option("--from-step", "from_step", required=True, help="The first step to run again.")
+@click.argument("run_id", callback=_journal_text)
+@click.option("--from-step", "from_step", required=True, callback=_journal_text, help="The first step to run again.")
+@store_options
 @click.pass_context
 def runs_fork(ctx: click.Context, run_id: str, from_step: str) -> None:
     """Start a new run that reuses the journal before STEP (replay after a fix)."""
@@ -220,6 +270,7 @@ def runs_fork(ctx: click.Context, run_id: str, from_step: str) -> None:
 @runs.command("prune")
 @click.option("--older-than", "older_than", required=True, help="Age such as 30d or 12h.")
 @click.option("--status", type=click.Choice(["succeeded", "failed", "cancelled"]), help="Only this status.")
+@store_options
 @click.pass_context
 def runs_prune(ctx: click.Context, older_than: str, status: str | None) -> None:
     """Delete finished runs (and their journals) older than the given age, in batches."""
@@ -229,6 +280,7 @@ def runs_prune(ctx: click.Context, older_than: str, status: str | None) -> None:
 
 
 @main.command()
+@store_options
 @click.pass_context
 def workers(ctx: click.Context) -> None:
     """Worker processes known by their heartbeats."""
@@ -239,7 +291,7 @@ def workers(ctx: click.Context) -> None:
             return queries.list_workers(conn)
 
     rows = _guarded(read)
-    console.print(render_workers(rows, time.time() - context.worker_timeout))
+    make_console().print(render_workers(rows, time.time() - context.worker_timeout))
 
 
 if __name__ == "__main__":

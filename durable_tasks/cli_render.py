@@ -1,4 +1,8 @@
-"""Rich tables of runs, steps and workers for the ``durable`` command line."""
+"""Rich tables of runs, steps and workers for the ``durable`` command line.
+
+Every cell that holds journaled text is a :func:`~durable_tasks.cli_console.literal` ``Text``, never a markup
+string: the journal holds whatever workflows, steps and exceptions wrote.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,9 @@ from datetime import datetime
 from typing import Any
 
 from rich.table import Table
+from rich.text import Text
 
+from .cli_console import literal
 from .handle import RunRecord, StepRecord
 
 STATUS_STYLE = {
@@ -21,47 +27,54 @@ def _when(timestamp: float | None) -> str:
     return datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S") if timestamp else ""
 
 
-def _status(status: str) -> str:
-    style = STATUS_STYLE.get(status)
-    return f"[{style}]{status}[/{style}]" if style else status
+def _status(status: str) -> Text:
+    return literal(status, STATUS_STYLE.get(status, ""))
 
 
-def _short(value: Any, width: int = 60) -> str:
+def _short(value: Any, width: int = 60) -> Text:
     text = value if isinstance(value, str) else json.dumps(value, default=str)
-    return text if len(text) <= width else text[: width - 1] + "…"
+    return literal(text if len(text) <= width else text[: width - 1] + "…")
+
+
+def _error(error: dict[str, Any], *, short_type: bool = False) -> str:
+    kind = str(error.get("type", ""))
+    return f"{kind.rsplit('.', 1)[-1] if short_type else kind}: {error.get('message', '')}"
 
 
 def render_runs(runs: Sequence[RunRecord]) -> Table:
+    """The runs table of ``durable runs list``: id, workflow, status, created, finished, error."""
     table = Table(title=f"{len(runs)} run(s), newest first")
     for column in ("id", "workflow", "status", "created", "finished", "error"):
         table.add_column(column, overflow="fold")
     for run in runs:
-        error = f"{run.error.get('type', '')}: {run.error.get('message', '')}" if run.error else ""
-        table.add_row(run.id, run.workflow, _status(run.status), _when(run.created_at), _when(run.finished_at),
-                      _short(error))
+        table.add_row(literal(run.id), literal(run.workflow), _status(run.status), _when(run.created_at),
+                      _when(run.finished_at), _short(_error(run.error) if run.error else ""))
     return table
 
 
 def render_run(run: RunRecord) -> Table:
-    table = Table(show_header=False, title=f"Run {run.id}")
+    """One run's fields for ``durable runs show``."""
+    table = Table(show_header=False, title=Text.assemble("Run ", literal(run.id)))
     table.add_column("field", style="bold")
     table.add_column("value", overflow="fold")
-    rows = [("workflow", run.workflow), ("status", _status(run.status)),
-            ("input", _short({"args": run.args, "kwargs": run.kwargs}, 200)),
-            ("idempotency key", run.idempotency_key or ""), ("code fingerprint", run.fingerprint),
-            ("created", _when(run.created_at)), ("updated", _when(run.updated_at)),
-            ("finished", _when(run.finished_at))]
+    rows: list[tuple[str, Text]] = [
+        ("workflow", literal(run.workflow)), ("status", _status(run.status)),
+        ("input", _short({"args": run.args, "kwargs": run.kwargs}, 200)),
+        ("idempotency key", literal(run.idempotency_key or "")), ("code fingerprint", literal(run.fingerprint)),
+        ("created", literal(_when(run.created_at))), ("updated", literal(_when(run.updated_at))),
+        ("finished", literal(_when(run.finished_at)))]
     if run.result is not None:
         rows.append(("result", _short(run.result, 200)))
     if run.error:
-        rows.append(("error", f"{run.error.get('type')}: {run.error.get('message')}"))
+        rows.append(("error", literal(f"{run.error.get('type')}: {run.error.get('message')}")))
     for field, value in rows:
         table.add_row(field, value)
     return table
 
 
 def render_steps(steps: Sequence[StepRecord], title: str = "Steps") -> Table:
-    table = Table(title=title)
+    """The journal of a run, one row per step, for ``durable runs show`` and the demo."""
+    table = Table(title=literal(title))
     for column in ("#", "step", "kind", "status", "attempts", "duration", "worker", "result / error"):
         table.add_column(column, overflow="fold")
     for step in steps:
@@ -69,18 +82,20 @@ def render_steps(steps: Sequence[StepRecord], title: str = "Steps") -> Table:
         if step.started_at and step.finished_at:
             duration = f"{step.finished_at - step.started_at:.3f}s"
         history = " ".join(attempt.status for attempt in step.attempts) or "-"
-        outcome = (f"{step.error.get('type', '').rsplit('.', 1)[-1]}: {step.error.get('message', '')}"
-                   if step.error else _short(step.result, 50))
-        table.add_row(str(step.position), step.step_key, step.kind, _status(step.status),
-                      f"{step.attempt} ({history})", duration, (step.worker or "").split(":")[0], outcome)
+        outcome = literal(_error(step.error, short_type=True)) if step.error else _short(step.result, 50)
+        table.add_row(str(step.position), literal(step.step_key), literal(step.kind), _status(step.status),
+                      literal(f"{step.attempt} ({history})"), duration, literal((step.worker or "").split(":")[0]),
+                      outcome)
     return table
 
 
 def render_workers(rows: Sequence[Any], live_after: float) -> Table:
+    """Worker processes from their heartbeat rows, ``live`` when heard from after ``live_after``."""
     table = Table(title="Worker processes (heartbeats)")
     for column in ("id", "host", "pid", "started", "last heartbeat", "state"):
         table.add_column(column)
     for row in rows:
-        state = "[green]live[/green]" if row.heartbeat_at >= live_after else "[red]dead[/red]"
-        table.add_row(row.id, row.hostname, str(row.pid), _when(row.started_at), _when(row.heartbeat_at), state)
+        state = Text("live", "green") if row.heartbeat_at >= live_after else Text("dead", "red")
+        table.add_row(literal(row.id), literal(row.hostname), literal(row.pid), _when(row.started_at),
+                      _when(row.heartbeat_at), state)
     return table

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shlex
 from importlib import resources
 
 from alembic import command
@@ -58,13 +60,29 @@ def check(engine: Engine, schema: str | None = None) -> None:
     if current == head:
         return
     where = redact(engine.url.render_as_string(hide_password=False))
-    flag = f" --schema {schema}" if schema else ""
+    command = _upgrade_command(engine, schema)
     if current is None:
         raise SchemaError(
-            f"The durable store at {where} has no durable-tasks tables. "
-            f"Create them with: durable db upgrade --store '{where}'{flag}"
+            f"The durable store at {where} has no durable-tasks tables. Create them with: {command}"
         )
     raise SchemaError(
         f"The durable store at {where} is at migration {current}, but this version of durable-tasks "
-        f"needs {head}. Apply the missing migrations with: durable db upgrade --store '{where}'{flag}"
+        f"needs {head}. Apply the missing migrations with: {command}"
     )
+
+
+def _upgrade_command(engine: Engine, schema: str | None) -> str:
+    """The ``durable db upgrade`` command line for this store, quoted for a POSIX shell.
+
+    A relative SQLite path becomes absolute, so the command works from any directory; a password stays
+    hidden (``***``), so the command then says where to put it.
+    """
+    url = engine.url
+    database = url.database or ""
+    if url.get_backend_name() == "sqlite" and database not in ("", ":memory:") and not database.startswith("file:"):
+        url = url.set(database=os.path.abspath(database))
+    words = ["durable", "db", "upgrade", "--store", redact(url.render_as_string(hide_password=False))]
+    if schema:
+        words += ["--schema", schema]
+    line = shlex.join(words)
+    return line + " (put the password in place of ***)" if url.password else line
