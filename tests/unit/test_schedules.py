@@ -17,7 +17,7 @@ NEW_YORK = "America/New_York"
 
 def at(tz: str, *fields: int, fold: int = 0) -> float:
     """Epoch seconds of a local wall-clock time; ``fold=1`` picks the second of a repeated time."""
-    return datetime(*fields, tzinfo=ZoneInfo(tz), fold=fold).timestamp()  # type: ignore[misc]
+    return datetime(*fields, tzinfo=ZoneInfo(tz), fold=fold).timestamp()  # type: ignore[arg-type,misc]
 
 
 def local(tz: str, epoch: float) -> str:
