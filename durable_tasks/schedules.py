@@ -140,10 +140,9 @@ class ScheduleSpec:
             )
         if self.cron is not None:
             _check_cron(self.name, self.cron)
-        if not isinstance(self.overlap, Overlap):
-            raise self._error(f"overlap={self.overlap!r} is not an Overlap; use parse_schedule to pass text.")
-        if not isinstance(self.catch_up, CatchUp):
-            raise self._error(f"catch_up={self.catch_up!r} is not a CatchUp; use parse_schedule to pass text.")
+        # Rows read back from a database hold plain text: accept it, with the same messages as parse_schedule.
+        object.__setattr__(self, "overlap", _choice(f"Schedule {self.name!r}", "overlap", self.overlap, Overlap))
+        object.__setattr__(self, "catch_up", _choice(f"Schedule {self.name!r}", "catch_up", self.catch_up, CatchUp))
         if self.buffer_limit < 1:
             raise self._error(f"buffer_limit={self.buffer_limit!r} must be at least 1.")
         if self.catch_up_window <= 0:
@@ -196,13 +195,16 @@ class ScheduleSpec:
         Policies (overlap, catch-up, pause) do not change it: a store recomputes its next fire time only when
         this changes.
         """
+        def number(value: float | None) -> float | None:
+            return None if value is None else float(value)  # 900 and 900.0 from a database are one schedule
+
         calendar = {
             "cron": self._expression if self.cron is not None else None,
-            "every": self.every,
+            "every": number(self.every),
             "tz": self.tz if self.cron is not None else None,
-            "start_at": self.start_at,
-            "end_at": self.end_at,
-            "jitter": self.jitter,
+            "start_at": number(self.start_at),
+            "end_at": number(self.end_at),
+            "jitter": number(self.jitter),
         }
         text = json.dumps(calendar, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(f"schedule-v1:{text}".encode()).hexdigest()[:32]
@@ -362,9 +364,11 @@ def ticks_to_start(
         after = max(last_fired, oldest - spec.jitter - _SCAN_MARGIN)
         found: list[float] = []
         for tick in spec._ticks(after):
-            if tick > now or len(found) >= limit:
+            # Stop at the first tick not yet due, so what is returned is always a prefix of the backlog and
+            # `last_fired` can move to its end.
+            if len(found) >= limit or spec.fire_at(tick) > now:
                 break
-            if oldest <= spec.fire_at(tick) <= now:
+            if spec.fire_at(tick) >= oldest:
                 found.append(tick)
         return found
     latest = _latest_due(spec, after=last_fired, now=now)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import textwrap
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -261,3 +263,22 @@ def test_nowfun_in_another_zone_is_noted() -> None:
         "nowfun returns times in Asia/Tokyo, but celery matches crontab fields in the app's time zone "
         "Europe/Berlin; converted with tz='Europe/Berlin', change it if you meant the other.",
     )
+
+
+def _doc_block(text: str, marker: str) -> str:
+    """The fenced block right after ``<!-- marker -->`` in the docs, un-indented."""
+    after = text[text.index(f"<!-- {marker} -->"):]
+    start = after.index("```python\n") + len("```python\n")
+    return textwrap.dedent(after[start:after.index("```", start)])
+
+
+def test_the_migration_guide_shows_the_importers_real_output() -> None:
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "cron.md").read_text()
+    code = _doc_block(guide, "beat-sample")
+    # Keep the sample app out of celery's global state (current app, shared tasks) for the other tests.
+    isolated = code.replace('broker="redis://127.0.0.1:6379/0")', 'broker="memory://", set_as_current=False)')
+    isolated = isolated.replace("@app.task(name=", "@app.task(shared=False, name=")
+    assert isolated.count("set_as_current=False") == 1 and isolated.count("shared=False") == 7
+    namespace: dict[str, Any] = {}
+    exec(compile(isolated, "docs/cron.md", "exec"), namespace)
+    assert render_declarations(read_beat_schedule(namespace["app"])) == _doc_block(guide, "beat-sample-output")

@@ -308,3 +308,22 @@ def test_latest_tick_agrees_with_a_forward_scan_through_dst_nights(tz: str, cron
         for now in (midnight + quarter * 900 + 7 for quarter in range(20)):
             scanned = spec.ticks_between(now - 1.5 * 86400, now, 1000)
             assert ticks_to_start(spec, last_fired=now - 1.5 * 86400, now=now) == scanned[-1:], local(tz, now)
+
+
+def test_catch_up_all_stops_at_the_first_tick_not_yet_due() -> None:
+    spec = hourly("all", jitter="20m")
+    now = 100 * HOUR + spec.jitter_for(100 * HOUR) - 0.001
+    assert ticks_to_start(spec, last_fired=97 * HOUR, now=now) == [98 * HOUR, 99 * HOUR]
+
+
+def test_a_spec_rebuilt_from_a_database_row_equals_the_declared_one() -> None:
+    declared = parse_schedule("r", "0 9 * * MON", tz=BERLIN, overlap="buffer_all", catch_up="all", jitter=60)
+    row = {"name": "r", "cron": "0 9 * * MON", "every": None, "tz": BERLIN, "overlap": "buffer_all",
+           "buffer_limit": 100, "catch_up": "all", "catch_up_window": 86400, "jitter": 60, "start_at": None,
+           "end_at": None, "paused": False}
+    rebuilt = ScheduleSpec(**row)  # type: ignore[arg-type]
+    assert rebuilt == declared and rebuilt.overlap is Overlap.BUFFER_ALL
+    assert rebuilt.definition_hash() == declared.definition_hash()
+    assert ScheduleSpec("i", None, 900).definition_hash() == parse_schedule("i", every="15m").definition_hash()
+    with pytest.raises(ConfigurationError, match="overlap='never' is not a policy; use one of: skip, "):
+        ScheduleSpec(**{**row, "overlap": "never"})  # type: ignore[arg-type]
