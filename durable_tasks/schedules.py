@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from enum import StrEnum
 from functools import cached_property, lru_cache
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from cronsim import CronSim, CronSimError
@@ -45,7 +45,9 @@ __all__ = [
     "MIN_INTERVAL",
     "CatchUp",
     "Overlap",
+    "ScheduleCursor",
     "ScheduleSpec",
+    "advance",
     "parse_schedule",
     "ticks_to_start",
 ]
@@ -378,6 +380,46 @@ def ticks_to_start(
     if age > spec.catch_up_window or (policy is CatchUp.NONE and age > grace):
         return []
     return [latest]
+
+
+class ScheduleCursor(NamedTuple):
+    """Where a schedule stands after a firing pass: what to store on its row."""
+
+    last_fired: float | None
+    """The newest tick dealt with (started, or skipped by the catch-up policy or a pause)."""
+    next_fire_at: float | None
+    """When to look at the schedule again; ``None`` once it has ended."""
+
+
+def advance(
+    spec: ScheduleSpec,
+    *,
+    last_fired: float | None,
+    started: list[float],
+    now: float,
+    limit: int = MAX_CATCH_UP_TICKS,
+) -> ScheduleCursor:
+    """The row's new ``last_fired`` and ``next_fire_at`` after starting ``started`` (from :func:`ticks_to_start`).
+
+    Every tick due by ``now`` counts as dealt with, started or not: a tick skipped by ``catch_up`` or by a
+    pause is never considered again. When ``catch_up="all"`` returned a full page (``limit`` ticks), the rest
+    of the backlog is still waiting, so ``next_fire_at`` is ``now``. A new schedule starts from
+    ``ScheduleCursor(last_fired=None, next_fire_at=created_at)``.
+
+    >>> spec = parse_schedule("sync", every="1h")
+    >>> advance(spec, last_fired=3600.0, started=[7200.0], now=7205.0)
+    ScheduleCursor(last_fired=7200.0, next_fire_at=10800.0)
+    """
+    if spec.catch_up is CatchUp.ALL and started and len(started) >= limit:
+        return ScheduleCursor(started[-1], now)
+    handled = [tick for tick in (last_fired, started[-1] if started else None) if tick is not None]
+    newest = _latest_due(spec, after=max(handled, default=-math.inf), now=now)
+    if newest is not None:
+        handled.append(newest)
+    cursor = max(handled, default=None)
+    # Every tick after the cursor is not yet due (the cursor is the newest due one), or none was ever due.
+    upcoming = spec.next_tick(cursor if cursor is not None else now - spec.jitter)
+    return ScheduleCursor(cursor, None if upcoming is None else spec.fire_at(upcoming))
 
 
 def _latest_due(spec: ScheduleSpec, *, after: float, now: float) -> float | None:

@@ -9,7 +9,15 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from durable_tasks.errors import ConfigurationError
-from durable_tasks.schedules import CatchUp, Overlap, ScheduleSpec, parse_schedule, ticks_to_start
+from durable_tasks.schedules import (
+    CatchUp,
+    Overlap,
+    ScheduleCursor,
+    ScheduleSpec,
+    advance,
+    parse_schedule,
+    ticks_to_start,
+)
 
 BERLIN = "Europe/Berlin"
 NEW_YORK = "America/New_York"
@@ -327,3 +335,69 @@ def test_a_spec_rebuilt_from_a_database_row_equals_the_declared_one() -> None:
     assert ScheduleSpec("i", None, 900).definition_hash() == parse_schedule("i", every="15m").definition_hash()
     with pytest.raises(ConfigurationError, match="overlap='never' is not a policy; use one of: skip, "):
         ScheduleSpec(**{**row, "overlap": "never"})  # type: ignore[arg-type]
+
+
+# -- the firing loop: ticks_to_start + advance -----------------------------------------------------------------
+
+
+def test_advance_moves_past_ticks_the_policy_skipped() -> None:
+    spec = hourly("none")
+    now = 100 * HOUR + 600  # the 100h tick is 10 minutes old: not current, skipped
+    assert ticks_to_start(spec, last_fired=90 * HOUR, now=now) == []
+    assert advance(spec, last_fired=90 * HOUR, started=[], now=now) == ScheduleCursor(100 * HOUR, 101 * HOUR)
+
+
+def test_advance_after_a_full_page_looks_again_at_once() -> None:
+    spec = hourly("all", "30d")
+    page = ticks_to_start(spec, last_fired=0.0, now=100 * HOUR, limit=10)
+    assert advance(spec, last_fired=0.0, started=page, now=100 * HOUR, limit=10) == ScheduleCursor(10 * HOUR,
+                                                                                                  100 * HOUR)
+
+
+def test_advance_waits_for_a_jittered_tick_and_stops_when_the_schedule_ends() -> None:
+    spec = hourly("latest", jitter="20m", end_at=101 * HOUR)
+    pending = 100 * HOUR + spec.jitter_for(100 * HOUR)
+    assert advance(spec, last_fired=99 * HOUR, started=[], now=pending - 1) == ScheduleCursor(99 * HOUR, pending)
+    assert advance(spec, last_fired=101 * HOUR, started=[], now=101 * HOUR + 1800).next_fire_at is None
+
+
+def test_a_new_schedule_waits_for_its_first_tick() -> None:
+    spec = hourly("all")
+    assert advance(spec, last_fired=None, started=[], now=100 * HOUR + 1800) == ScheduleCursor(100 * HOUR,
+                                                                                              101 * HOUR)
+    later = hourly("all", start_at=10 * HOUR)
+    assert advance(later, last_fired=None, started=[], now=9.5 * HOUR) == ScheduleCursor(None, 10 * HOUR)
+
+
+def simulate(spec: ScheduleSpec, start: float, end: float, down: tuple[float, float]) -> list[float]:
+    """A scheduler that wakes exactly at each next_fire_at, except while it is down; returns the ticks started."""
+    cursor, started = ScheduleCursor(None, start), []
+    while cursor.next_fire_at is not None and cursor.next_fire_at <= end:
+        now = down[1] if down[0] <= cursor.next_fire_at < down[1] else cursor.next_fire_at
+        ticks = ticks_to_start(spec, last_fired=cursor.last_fired, now=now, limit=2)  # pages of 2 ticks
+        started += ticks
+        cursor = advance(spec, last_fired=cursor.last_fired, started=ticks, now=now, limit=2)
+    return started
+
+
+@pytest.mark.parametrize(("catch_up", "expected_after_downtime"), [
+    # The window (2 h) reaches back to 00:40 CET; the local 02:00 and 02:30 do not exist that night.
+    ("all", ["2025-03-30T01:00:00+01:00", "2025-03-30T01:30:00+01:00", "2025-03-30T03:00:00+02:00",
+             "2025-03-30T03:30:00+02:00"]),
+    ("latest", ["2025-03-30T03:30:00+02:00"]),
+    ("none", []),
+])
+def test_a_scheduler_with_downtime_through_the_dst_gap(catch_up: str, expected_after_downtime: list[str]) -> None:
+    spec = parse_schedule("half-hourly", "*/30 * * * *", tz=BERLIN, catch_up=catch_up, catch_up_window="2h",
+                          jitter="5m")
+    start, end = at(BERLIN, 2025, 3, 29, 23, 0), at(BERLIN, 2025, 3, 30, 6, 0)
+    down = (at(BERLIN, 2025, 3, 30, 0, 10), at(BERLIN, 2025, 3, 30, 3, 40))  # 2.5 real hours, over the gap
+    started = simulate(spec, start, end, down)
+    every_tick = spec.ticks_between(start - 1, end, 100)
+    assert len(started) == len(set(started)) and started == sorted(started)
+    assert [tick for tick in started if tick < down[0]] == [tick for tick in every_tick if spec.fire_at(tick) < down[0]]
+    assert [tick for tick in started if tick > down[1]] == [
+        tick for tick in every_tick if tick > down[1] and spec.fire_at(tick) <= end
+    ]
+    caught_up = [local(BERLIN, tick) for tick in started if down[0] <= spec.fire_at(tick) and tick <= down[1]]
+    assert caught_up == expected_after_downtime
