@@ -125,9 +125,12 @@ class Durable:
 
         return decorate if fn is None else decorate(fn)
 
-    def chain(self, *signatures: Any) -> DurableChain:
-        """A durable drop-in for ``celery.chain``: ``durable.chain(a.s(1), b.s(), c.si()).start()``."""
-        return DurableChain(self.runtime, signatures)
+    def chain(self, *signatures: Any, name: str | None = None) -> DurableChain:
+        """A durable drop-in for ``celery.chain``: ``durable.chain(a.s(1), b.s(), c.si()).start()``.
+
+        Operators see the run under ``name``, or under its tasks (``shop.charge_card → shop.send_receipt``).
+        """
+        return DurableChain(self.runtime, signatures, name)
 
     @staticmethod
     def sleep(duration: float | str) -> ChainSleep:

@@ -12,13 +12,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from celery import Celery, bootsteps
+from celery import Celery, bootsteps, signals
 
 from . import coordinator, outbox, recovery
 from .logs import RateLimitedLog
 from .messages import AdvanceMessage, Message, StepMessage
 from .runtime import Runtime
 from .timers import TimerBackend
+from .vocabulary import ProcessRole
 
 logger = logging.getLogger("durable_tasks.worker")
 
@@ -80,6 +81,7 @@ class WorkerServices:
 
     def start(self) -> None:
         self.runtime.store.ensure_ready()
+        self.runtime.identity.role = ProcessRole.WORKER
         self.runtime.identity.start()  # first heartbeat now, so this worker is live at once
         self._thread = threading.Thread(target=self._run, name="durable-services", daemon=True)
         self._thread.start()
@@ -127,3 +129,13 @@ def install_bootstep(runtime: Runtime, timers: TimerBackend) -> None:
             runtime.identity.stop()
 
     runtime.app.steps["worker"].add(DurableServices)
+
+    def in_pool_child(**_: Any) -> None:
+        runtime.identity.role = ProcessRole.POOL
+
+    def pool_child_stops(**_: Any) -> None:
+        runtime.identity.stop()
+
+    # Pool children beat on their own (first task), under their own role; a clean exit says "stopped".
+    signals.worker_process_init.connect(in_pool_child, weak=False)
+    signals.worker_process_shutdown.connect(pool_child_stops, weak=False)

@@ -291,7 +291,7 @@ def workers(ctx: click.Context) -> None:
             return queries.list_workers(conn)
 
     rows = _guarded(read)
-    make_console().print(render_workers(rows, time.time() - context.worker_timeout))
+    make_console().print(render_workers(rows, time.time(), context.worker_timeout))
 
 
 if __name__ == "__main__":

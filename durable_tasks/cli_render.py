@@ -16,6 +16,7 @@ from rich.text import Text
 
 from .cli_console import literal
 from .handle import RunRecord, StepRecord
+from .vocabulary import StepStatus
 
 STATUS_STYLE = {
     "succeeded": "green", "failed": "red", "cancelled": "magenta", "running": "cyan", "sleeping": "blue",
@@ -47,7 +48,7 @@ def render_runs(runs: Sequence[RunRecord]) -> Table:
     for column in ("id", "workflow", "status", "created", "finished", "error"):
         table.add_column(column, overflow="fold")
     for run in runs:
-        table.add_row(literal(run.id), literal(run.workflow), _status(run.status), _when(run.created_at),
+        table.add_row(literal(run.id), literal(run.name), _status(run.status), _when(run.created_at),
                       _when(run.finished_at), _short(_error(run.error) if run.error else ""))
     return table
 
@@ -58,7 +59,9 @@ def render_run(run: RunRecord) -> Table:
     table.add_column("field", style="bold")
     table.add_column("value", overflow="fold")
     rows: list[tuple[str, Text]] = [
-        ("workflow", literal(run.workflow)), ("status", _status(run.status)),
+        ("workflow", literal(run.workflow)), *([("label", literal(run.label))] if run.label else []),
+        *([("forked from", literal(run.forked_from))] if run.forked_from else []),
+        ("status", _status(run.status)),
         ("input", _short({"args": run.args, "kwargs": run.kwargs}, 200)),
         ("idempotency key", literal(run.idempotency_key or "")), ("code fingerprint", literal(run.fingerprint)),
         ("created", literal(_when(run.created_at))), ("updated", literal(_when(run.updated_at))),
@@ -83,19 +86,38 @@ def render_steps(steps: Sequence[StepRecord], title: str = "Steps") -> Table:
             duration = f"{step.finished_at - step.started_at:.3f}s"
         history = " ".join(attempt.status for attempt in step.attempts) or "-"
         outcome = literal(_error(step.error, short_type=True)) if step.error else _short(step.result, 50)
+        if step.due_at is not None:
+            due = "wakes up" if step.status == StepStatus.SLEEPING else "next attempt"
+            outcome = Text.assemble(outcome, f" ({due} at {_when(step.due_at)})")
         table.add_row(str(step.position), literal(step.step_key), literal(step.kind), _status(step.status),
                       literal(f"{step.attempt} ({history})"), duration, literal((step.worker or "").split(":")[0]),
                       outcome)
     return table
 
 
-def render_workers(rows: Sequence[Any], live_after: float) -> Table:
-    """Worker processes from their heartbeat rows, ``live`` when heard from after ``live_after``."""
+def worker_state(row: Any, now: float, default_timeout: float) -> str:
+    """``stopped`` (clean shutdown), ``dead`` (no heartbeat within its own ``worker_timeout``), ``late`` (a
+    heartbeat or two missed: maybe killed, declared dead after the timeout) or ``live``."""
+    if row.stopped_at is not None:
+        return "stopped"
+    age = now - row.heartbeat_at
+    if age > (row.timeout or default_timeout):
+        return "dead"
+    if row.heartbeat_interval and age > 2.5 * row.heartbeat_interval:
+        return "late"
+    return "live"
+
+
+WORKER_STATE_STYLE = {"live": "green", "late": "yellow", "dead": "red", "stopped": "dim"}
+
+
+def render_workers(rows: Sequence[Any], now: float, default_timeout: float) -> Table:
+    """Processes known by their heartbeat rows: role and state (see :func:`worker_state`)."""
     table = Table(title="Worker processes (heartbeats)")
-    for column in ("id", "host", "pid", "started", "last heartbeat", "state"):
+    for column in ("id", "role", "host", "pid", "started", "last heartbeat", "state"):
         table.add_column(column)
     for row in rows:
-        state = Text("live", "green") if row.heartbeat_at >= live_after else Text("dead", "red")
-        table.add_row(literal(row.id), literal(row.hostname), literal(row.pid), _when(row.started_at),
-                      _when(row.heartbeat_at), state)
+        state = worker_state(row, now, default_timeout)
+        table.add_row(literal(row.id), literal(row.role or "?"), literal(row.hostname), literal(row.pid),
+                      _when(row.started_at), _when(row.heartbeat_at), Text(state, WORKER_STATE_STYLE[state]))
     return table

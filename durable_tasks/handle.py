@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from .canvas import CHAIN_WORKFLOW, first_call
 from .errors import (
     ResultTimeoutError,
     RunCancelledError,
@@ -55,11 +56,18 @@ class StepRecord:
     started_at: float | None
     finished_at: float | None
     attempts: tuple[AttemptRecord, ...] = ()
+    due_at: float | None = None
+    """When a ``retrying`` step's next attempt is due, or when a ``sleeping`` step wakes up."""
 
 
 @dataclass(frozen=True)
 class RunRecord:
-    """A run as stored: status, input, result or error, timestamps."""
+    """A run as stored: status, input, result or error, timestamps.
+
+    For a durable chain, ``args``/``kwargs`` are what its first task is called with, and ``label`` names its
+    tasks (``shop.charge_card → shop.send_receipt``) or the chain's ``name=``; ``workflow`` stays the registry
+    name workers look the code up by. ``forked_from`` is the run a fork copied its journal from.
+    """
 
     id: str
     workflow: str
@@ -73,13 +81,23 @@ class RunRecord:
     created_at: float
     updated_at: float
     finished_at: float | None
+    label: str | None = None
+    forked_from: str | None = None
+
+    @property
+    def name(self) -> str:
+        """What operators call the run: its label, else its workflow's name."""
+        return self.label or self.workflow
 
     @classmethod
     def from_row(cls, row: RunRow) -> RunRecord:
         call = loads(row.input) or {}
-        return cls(row.id, row.workflow, row.status, call.get("args", []), call.get("kwargs", {}),
-                   loads(row.result), loads(row.error), row.idempotency_key, row.fingerprint, row.created_at,
-                   row.updated_at, row.finished_at)
+        args, kwargs = call.get("args", []), call.get("kwargs", {})
+        if row.workflow == CHAIN_WORKFLOW and len(args) == 3:
+            args, kwargs = first_call(*args)
+        return cls(row.id, row.workflow, row.status, args, kwargs, loads(row.result), loads(row.error),
+                   row.idempotency_key, row.fingerprint, row.created_at, row.updated_at, row.finished_at,
+                   row.label, row.forked_from)
 
 
 def load_run(store: Store, run_id: str) -> RunRecord:
@@ -94,6 +112,7 @@ def load_steps(store: Store, run_id: str) -> list[StepRecord]:
     with store.read() as conn:
         journal = queries.load_journal(conn, run_id)
         attempts = queries.list_attempts(conn, run_id)
+        due = {timer.position: timer.due_at for timer in queries.pending_timers(conn, run_id)}
     by_position: dict[int, list[AttemptRecord]] = {}
     for row in attempts:
         by_position.setdefault(row.position, []).append(AttemptRecord(
@@ -102,7 +121,8 @@ def load_steps(store: Store, run_id: str) -> list[StepRecord]:
     return [
         StepRecord(row.position, row.step_key, row.kind, row.name, row.status, row.attempt, loads(row.result),
                    _current_error(row), row.worker, row.celery_task_id, row.created_at, row.started_at,
-                   row.finished_at, tuple(by_position.get(row.position, ())) or _first_try(row))
+                   row.finished_at, tuple(by_position.get(row.position, ())) or _first_try(row),
+                   due.get(row.position))
         for _, row in sorted(journal.items())
     ]
 

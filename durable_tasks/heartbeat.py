@@ -9,6 +9,7 @@ beat is a write of its own, which would wait on the caller's write lock on SQLit
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import socket
@@ -19,15 +20,21 @@ from uuid import uuid4
 from .logs import RateLimitedLog
 from .store import queries
 from .store.database import Store
+from .vocabulary import ProcessRole
 
 logger = logging.getLogger("durable_tasks.heartbeat")
 _beat_failures = RateLimitedLog(logger, every=60.0)
 
 
 class ProcessIdentity:
-    """The worker id of this process, kept alive by a heartbeat thread; renews held run leases."""
+    """The worker id of this process, kept alive by a heartbeat thread; renews held run leases.
+
+    ``role`` says what the process is (``durable workers`` shows it): a client until the worker's services
+    or the pool's process-init signal say otherwise.
+    """
 
     def __init__(self, store: Store, *, interval: float, lease: float) -> None:
+        self.role = ProcessRole.CLIENT
         self._store = store
         self._interval = interval
         self._lease = lease
@@ -56,6 +63,7 @@ class ProcessIdentity:
                 self._thread = threading.Thread(target=self._run, args=(self._stop,), name="durable-heartbeat",
                                                 daemon=True)
                 self._thread.start()
+                atexit.register(self.stop)
         return self._worker_id
 
     @property
@@ -84,7 +92,8 @@ class ProcessIdentity:
     def beat(self) -> None:
         now = time.time()
         with self._store.autocommit() as conn:
-            queries.heartbeat(conn, self._worker_id, socket.gethostname(), os.getpid(), now)
+            queries.heartbeat(conn, self._worker_id, socket.gethostname(), os.getpid(), now, role=self.role,
+                              interval=self._interval, timeout=self._lease)
             held = list(self._held)
             if held:
                 queries.renew_leases(conn, self._worker_id, held, now + self._lease)
@@ -99,4 +108,15 @@ class ProcessIdentity:
                                          self._interval, level=logging.WARNING)
 
     def stop(self) -> None:
+        """Stop beating and record a clean shutdown (``stopped`` in ``durable workers``)."""
+        if self._stop.is_set():
+            return
         self._stop.set()
+        if self._pid != os.getpid():
+            return
+        try:
+            with self._store.autocommit() as conn:
+                queries.mark_stopped(conn, self._worker_id, time.time())
+        except Exception:  # the database may be gone at exit; the heartbeat's age says it all then
+            _beat_failures.exception("stop", "Could not record the stop of %s.", self._worker_id,
+                                     level=logging.WARNING)

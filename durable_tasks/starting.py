@@ -17,14 +17,16 @@ from .store import queries
 
 
 def start_run(runtime: Runtime, workflow: WorkflowDefinition, args: tuple[Any, ...] | list[Any],
-              kwargs: dict[str, Any], *, idempotency_key: str | None = None, advance_now: bool = False) -> str:
+              kwargs: dict[str, Any], *, idempotency_key: str | None = None, advance_now: bool = False,
+              label: str | None = None) -> str:
     """Start a run of ``workflow`` and return its id.
 
     The run and its first message commit together; if the broker is down the message waits in the outbox
     and the workers' relay sends it later. The same ``idempotency_key`` with the same workflow and input
     returns the existing run; with another workflow or input it raises :class:`IdempotencyConflictError`.
     With ``advance_now`` this process replays the workflow right away (inline steps run here, task steps
-    are dispatched in the same commit as the run) instead of sending it to a worker.
+    are dispatched in the same commit as the run) instead of sending it to a worker. ``label`` is what
+    operators see instead of the workflow's name (a chain's tasks).
     """
     call = dumps({"args": list(args), "kwargs": kwargs}, what=f"input of workflow {workflow.name!r}",
                  max_bytes=runtime.settings.max_payload_bytes)
@@ -38,7 +40,7 @@ def start_run(runtime: Runtime, workflow: WorkflowDefinition, args: tuple[Any, .
                 if existing is not None:
                     return _same_run(existing, workflow.name, call, idempotency_key)
             transitions.create_run(uow, run_id=run_id, workflow=workflow.name, input=call,
-                                   fingerprint=workflow.fingerprint, idempotency_key=idempotency_key)
+                                   fingerprint=workflow.fingerprint, idempotency_key=idempotency_key, label=label)
             if advance_now:
                 coordinator.advance(runtime, run_id, uow=uow)
             else:

@@ -59,11 +59,12 @@ def _note_step(uow: UnitOfWork, step: StepRow | WrittenStep, status: str, attemp
 
 
 def create_run(uow: UnitOfWork, *, run_id: str, workflow: str, input: str, fingerprint: str,
-               idempotency_key: str | None = None) -> None:
+               idempotency_key: str | None = None, label: str | None = None, forked_from: str | None = None) -> None:
     """A new ``pending`` run; the caller asks for its first advance (or advances it in this transaction)."""
     now = time.time()
     queries.insert_run(uow.conn, id=run_id, workflow=workflow, status=RunStatus.PENDING, input=input,
-                       idempotency_key=idempotency_key, fingerprint=fingerprint, created_at=now, updated_at=now)
+                       idempotency_key=idempotency_key, fingerprint=fingerprint, label=label, forked_from=forked_from,
+                       created_at=now, updated_at=now)
     uow.note(Transition("run", run_id, RunStatus.PENDING, now, detail={"workflow": workflow}))
 
 
@@ -134,7 +135,8 @@ def fork_run(uow: UnitOfWork, run: RunRow, before_position: int, fingerprint: st
     """A new run of ``run``'s workflow and input whose journal starts with copies of the steps before
     ``before_position``; returns its id."""
     new_id = str(uuid4())
-    create_run(uow, run_id=new_id, workflow=run.workflow, input=run.input, fingerprint=fingerprint)
+    create_run(uow, run_id=new_id, workflow=run.workflow, input=run.input, fingerprint=fingerprint, label=run.label,
+               forked_from=run.id)
     queries.copy_steps(uow.conn, run.id, new_id, before_position)
     uow.send_advance(new_id)
     return new_id

@@ -66,6 +66,15 @@ class TimerPurpose(StrEnum):
     RETRY = "retry"
 
 
+class ProcessRole(StrEnum):
+    """What a process that heartbeats is: a Celery worker's main process, a prefork pool child, or a client
+    (a web process or script that started or advanced runs itself)."""
+
+    WORKER = "worker"
+    POOL = "pool"
+    CLIENT = "client"
+
+
 class OutboxKind(StrEnum):
     """Kinds of outgoing messages.
 

@@ -319,6 +319,12 @@ def due_timers(conn: Connection, now: float, limit: int) -> list[TimerRow]:
     return cast("list[TimerRow]", list(conn.execute(query)))
 
 
+def pending_timers(conn: Connection, run_id: str) -> list[TimerRow]:
+    """A run's timers that have not fired."""
+    query = select(timers).where(timers.c.run_id == run_id, timers.c.fired_at.is_(None)).order_by(timers.c.due_at)
+    return cast("list[TimerRow]", list(conn.execute(query)))
+
+
 def any_due_timer(conn: Connection, now: float) -> bool:
     return conn.execute(
         select(timers.c.id).where(timers.c.fired_at.is_(None), timers.c.due_at <= now).limit(1)
@@ -341,18 +347,26 @@ def cancel_timers(conn: Connection, run_id: str, position: int | None, now: floa
 # --- workers and recovery ---------------------------------------------------------------------------
 
 
-def heartbeat(conn: Connection, worker_id: str, hostname: str, pid: int, now: float) -> None:
+def heartbeat(conn: Connection, worker_id: str, hostname: str, pid: int, now: float, *, role: str,
+              interval: float, timeout: float) -> None:
     updated = conn.execute(
-        update(workers).where(workers.c.id == worker_id).values(heartbeat_at=now)
+        update(workers).where(workers.c.id == worker_id).values(heartbeat_at=now, role=role)
     ).rowcount
     if not updated:
         conn.execute(
-            insert(workers).values(id=worker_id, hostname=hostname, pid=pid, started_at=now, heartbeat_at=now)
+            insert(workers).values(id=worker_id, hostname=hostname, pid=pid, started_at=now, heartbeat_at=now,
+                                   role=role, heartbeat_interval=interval, timeout=timeout)
         )
 
 
+def mark_stopped(conn: Connection, worker_id: str, now: float) -> None:
+    """A clean shutdown: the process is gone, and what it held can be recovered at once."""
+    conn.execute(update(workers).where(workers.c.id == worker_id).values(stopped_at=now))
+
+
 def live_workers(conn: Connection, since: float) -> list[str]:
-    return list(conn.execute(select(workers.c.id).where(workers.c.heartbeat_at >= since)).scalars())
+    query = select(workers.c.id).where(workers.c.heartbeat_at >= since, workers.c.stopped_at.is_(None))
+    return list(conn.execute(query).scalars())
 
 
 def list_workers(conn: Connection) -> list[WorkerRow]:

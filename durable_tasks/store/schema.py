@@ -47,6 +47,9 @@ runs = Table(
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     Column("finished_at", Float),
+    # What operators see instead of the registry name (a chain's tasks, or its name=).
+    Column("label", String(255)),
+    Column("forked_from", String(36)),
     Index(None, "status", "updated_at"),
 )
 
@@ -71,9 +74,13 @@ steps = Table(
     # A dispatched step is its own outbox row: its message is sent again after publish_after.
     Column("publish_after", Float),
     Column("publish_count", Integer, nullable=False, server_default="0"),
+    # Where and when its message last went: the relay tells a queued message from a lost one by them.
+    Column("queue", String(255)),
+    Column("published_at", Float),
     ForeignKeyConstraint(["run_id"], ["durable_runs.id"], ondelete="CASCADE"),
     Index(None, "status", "worker"),
     Index(None, "status", "publish_after"),
+    Index(None, "queue", "published_at"),
 )
 
 attempts = Table(
@@ -104,6 +111,8 @@ outbox = Table(
     Column("created_at", Float, nullable=False),
     Column("publish_after", Float, nullable=False),
     Column("publish_count", Integer, nullable=False, server_default="0"),
+    Column("queue", String(255)),
+    Column("published_at", Float),
     Index(None, "publish_after"),
     Index(None, "run_id"),
 )
@@ -143,5 +152,9 @@ workers = Table(
     Column("pid", Integer, nullable=False),
     Column("started_at", Float, nullable=False),
     Column("heartbeat_at", Float, nullable=False),
+    Column("role", String(16)),  # worker, pool (a prefork child) or client
+    Column("stopped_at", Float),  # a clean shutdown
+    Column("heartbeat_interval", Float),
+    Column("timeout", Float),  # its worker_timeout: older heartbeats mean dead
     Index(None, "heartbeat_at"),
 )

@@ -74,7 +74,8 @@ def runs(durable: Durable) -> dict[str, Any]:
     assert [handle.status for handle in handles.values()] == ["failed", "failed", "succeeded"]
     assert "RuntimeError" in str(handles["failed"].info().error), "failed in the step, not in journaling"
     with durable.store.begin() as conn:
-        queries.heartbeat(conn, f"worker {HOSTILE[0]}", HOSTILE[1], 4242, time.time())
+        queries.heartbeat(conn, f"worker {HOSTILE[0]}", HOSTILE[1], 4242, time.time(), role=HOSTILE[2][:16],
+                          interval=2, timeout=30)
     return {"store": durable.settings.store, "name": name, **{key: handle.id for key, handle in handles.items()}}
 
 
