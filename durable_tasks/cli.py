@@ -113,7 +113,10 @@ def _build(meta: dict[str, Any]) -> Context:
         from .cli_app import load_durable  # imports the user's project: only when asked to
 
         durable = load_durable(app_spec)
-        return Context(durable.store, durable.operations, durable.settings.worker_timeout)
+        # Reads open the store read-only: they never create or migrate it (auto_migrate is for workers).
+        reader = Store(durable.store.url, schema=durable.store.schema,
+                       sqlite_synchronous=durable.settings.sqlite_synchronous)
+        return Context(reader, durable.operations, durable.settings.worker_timeout)
     journal = Store(store or default_store_url(), schema=schema)
     operations = Operations(journal, lambda: UnitOfWork(journal, DeferredPublisher(), redelivery_after=0))
     return Context(journal, operations, 30.0)

@@ -13,7 +13,7 @@ from typing import Any
 from .durations import parse_duration
 from .errors import ConfigurationError
 from .serialization import DEFAULT_MAX_PAYLOAD_BYTES
-from .store.engine import default_store_url
+from .store.engine import check_sqlite_synchronous, default_store_url
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,9 @@ class Settings:
     """Attempts of one step lost with their worker before the run is parked as failed (crash loops)."""
     worker_services: bool = True
     """Run the relay, timers, heartbeats and sweeper inside every Celery worker (a bootstep)."""
+    sqlite_synchronous: str = "full"
+    """SQLite's ``PRAGMA synchronous``: ``"full"`` (a commit is on disk before a step counts as done) or
+    ``"normal"`` (faster commits; a power loss may undo the last ones, and their steps run again)."""
 
     def __post_init__(self) -> None:
         for name in ("heartbeat_interval", "worker_timeout", "redelivery_after", "timer_interval",
@@ -57,6 +60,7 @@ class Settings:
                 f"worker_timeout ({self.worker_timeout}s) must be longer than heartbeat_interval "
                 f"({self.heartbeat_interval}s), or live workers would be declared dead."
             )
+        object.__setattr__(self, "sqlite_synchronous", check_sqlite_synchronous(self.sqlite_synchronous))
         if self.max_payload_bytes < 1:
             raise ConfigurationError("max_payload_bytes must be a positive number of bytes.")
 

@@ -7,12 +7,12 @@ with :meth:`StepMessage.from_headers`. An :class:`AdvanceMessage` calls the coor
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from .records import StepRow
+from .serialization import loads
 
 HEADER = "durable"
 
@@ -65,7 +65,7 @@ class StepMessage:
         if step.request is None or step.celery_task_id is None:
             raise ValueError(f"step {step.step_key!r} of run {step.run_id} was never dispatched")
         return cls.from_request(step.run_id, step.position, step.step_key, step.attempt, step.celery_task_id,
-                                json.loads(step.request))
+                                loads(step.request))
 
 
 def step_request(task: str, args: list[Any], kwargs: dict[str, Any], options: dict[str, Any],

@@ -29,7 +29,8 @@ class Runtime:
     def __init__(self, app: Celery, settings: Settings, publisher: Publisher) -> None:
         self.app = app
         self.settings = settings
-        self.store = Store(settings.store, schema=settings.schema, auto_migrate=settings.migrate_automatically)
+        self.store = Store(settings.store, schema=settings.schema, auto_migrate=settings.migrate_automatically,
+                           sqlite_synchronous=settings.sqlite_synchronous)
         self.registry = Registry()
         self.publisher = publisher
         self.identity = ProcessIdentity(self.store, interval=settings.heartbeat_interval,

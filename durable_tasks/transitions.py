@@ -30,6 +30,7 @@ from .observe import Transition
 from .outbox import UnitOfWork
 from .records import LockedRun, RunRow, StepRow, TimerRow, WrittenStep
 from .retry import RetryPolicy
+from .serialization import loads
 from .store import queries
 from .vocabulary import (
     ACTIVE_RUN_STATUSES,
@@ -308,7 +309,7 @@ def next_attempt(uow: UnitOfWork, step: StepRow) -> None:
     if step.kind == StepKind.TASK:
         if step.request is None:
             raise ValueError(f"step {step.step_key!r} of run {step.run_id} was never dispatched")
-        columns = _dispatch_columns(uow, step.run_id, step.position, step.step_key, attempt, json.loads(step.request))
+        columns = _dispatch_columns(uow, step.run_id, step.position, step.step_key, attempt, loads(step.request))
         queries.update_step(uow.conn, step.run_id, step.position, worker=None, started_at=None, finished_at=None,
                             error=None, **columns)
     else:

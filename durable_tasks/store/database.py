@@ -18,12 +18,22 @@ class Store:
     ``auto_migrate`` creates or upgrades the tables on first use; otherwise the first use checks that the
     database is at the library's migration head and raises :class:`~durable_tasks.errors.SchemaError`
     with the command to run.
+
+    A store creates a SQLite file only where it creates the tables: with ``auto_migrate`` or in
+    :meth:`upgrade`. Any other store is a reader: a missing file raises ``SchemaError`` and nothing is left
+    behind. ``sqlite_synchronous`` is SQLite's ``PRAGMA synchronous`` (``"full"`` or ``"normal"``)::
+
+        with Store("sqlite:///journal.sqlite3").read() as conn:  # SchemaError if the file does not exist
+            ...
     """
 
-    def __init__(self, url: str, *, schema: str | None = None, auto_migrate: bool = False) -> None:
+    def __init__(self, url: str, *, schema: str | None = None, auto_migrate: bool = False,
+                 sqlite_synchronous: str = "full") -> None:
         self.url = url
         self.schema = schema
         self.auto_migrate = auto_migrate
+        self.sqlite_synchronous = sqlite_synchronous
+        self._creates = auto_migrate
         self._engine: Engine | None = None
         self._autocommit_engine: Engine | None = None
         self._ready = False
@@ -41,7 +51,8 @@ class Store:
         if self._engine is None:
             with self._engine_lock:
                 if self._engine is None:
-                    engine = make_engine(self.url, schema=self.schema)
+                    engine = make_engine(self.url, schema=self.schema, create=self._creates,
+                                         sqlite_synchronous=self.sqlite_synchronous)
                     event.listen(engine, "commit", self._count_commit)
                     self._engine = engine
         return self._engine
@@ -109,7 +120,8 @@ class Store:
             yield conn
 
     def upgrade(self) -> None:
-        """Apply every missing migration (``durable db upgrade``)."""
+        """Create the store if needed and apply every missing migration (``durable db upgrade``)."""
+        self._creates = True  # an engine opened before exists only if the file did: it can be upgraded in place
         with translate_connect_errors(self.url):
             migrate.upgrade(self.engine, self.schema)
         self._ready = True

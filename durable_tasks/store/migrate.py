@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shlex
 from importlib import resources
 
 from alembic import command
@@ -13,7 +11,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
 from ..errors import SchemaError
-from .engine import redact
+from .engine import redact, upgrade_command
 
 VERSION_TABLE = "durable_alembic_version"
 
@@ -60,7 +58,7 @@ def check(engine: Engine, schema: str | None = None) -> None:
     if current == head:
         return
     where = redact(engine.url.render_as_string(hide_password=False))
-    command = _upgrade_command(engine, schema)
+    command = upgrade_command(engine.url, schema)
     if current is None:
         raise SchemaError(
             f"The durable store at {where} has no durable-tasks tables. Create them with: {command}"
@@ -69,20 +67,3 @@ def check(engine: Engine, schema: str | None = None) -> None:
         f"The durable store at {where} is at migration {current}, but this version of durable-tasks "
         f"needs {head}. Apply the missing migrations with: {command}"
     )
-
-
-def _upgrade_command(engine: Engine, schema: str | None) -> str:
-    """The ``durable db upgrade`` command line for this store, quoted for a POSIX shell.
-
-    A relative SQLite path becomes absolute, so the command works from any directory; a password stays
-    hidden (``***``), so the command then says where to put it.
-    """
-    url = engine.url
-    database = url.database or ""
-    if url.get_backend_name() == "sqlite" and database not in ("", ":memory:") and not database.startswith("file:"):
-        url = url.set(database=os.path.abspath(database))
-    words = ["durable", "db", "upgrade", "--store", redact(url.render_as_string(hide_password=False))]
-    if schema:
-        words += ["--schema", schema]
-    line = shlex.join(words)
-    return line + " (put the password in place of ***)" if url.password else line

@@ -175,6 +175,6 @@ def test_errors_go_to_stderr_and_commands_stay_on_one_line_in_a_real_pipe(tmp_pa
     failed = shell(f"durable runs list --store {url}", cwd=tmp_path)
     assert failed.returncode == 1 and failed.stdout == ""
     assert failed.stderr.startswith("error: The durable store at ") and failed.stderr.count("\n") == 1
-    assert failed.stderr.rstrip("\n").endswith(f"Create them with: durable db upgrade --store {url}")
+    assert failed.stderr.rstrip("\n").endswith(f"Create it with: durable db upgrade --store {url}")
     usage = shell("durable runs list --status bogus", cwd=tmp_path)
     assert usage.returncode == 2 and usage.stdout == "" and "Invalid value for '--status'" in usage.stderr

@@ -148,8 +148,8 @@ def test_piped_output_keeps_a_suggested_command_on_one_line(tmp_path: Path) -> N
     url = f"sqlite:///{deep / 'journal.sqlite3'}"
     result = invoke("runs", "list", "--store", url)
     assert result.exit_code == 1 and result.stdout == ""
-    line = next(line for line in result.stderr.splitlines() if "Create them with: " in line)
-    command = line.split("Create them with: ", 1)[1]
+    line = next(line for line in result.stderr.splitlines() if "Create it with: " in line)
+    command = line.split("Create it with: ", 1)[1]
     assert len(command) > 300 and command == f"durable db upgrade --store {url}"
 
 
