@@ -6,10 +6,11 @@ sweeper in a thread of every worker, and the coordinator is an ordinary task (``
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from celery import Celery, bootsteps, signals
@@ -27,11 +28,46 @@ ADVANCE_TASK = "durable_tasks.advance"
 
 
 class CeleryPublisher:
-    """Sends messages as Celery task messages: a step to its task, an advance to the coordinator task."""
+    """Sends messages as Celery task messages: a step to its task, an advance to the coordinator task.
+
+    It also tells the relay where a message goes (Celery's router) and how many messages wait in a queue
+    (a passive ``queue_declare``, which Redis and RabbitMQ answer).
+    """
 
     def __init__(self, app: Celery, queue: str | None) -> None:
         self.app = app
         self.queue = queue
+        self._routes: dict[tuple[str, str | None], str] = {}
+
+    def queue_of(self, message: Message) -> str | None:
+        """The queue Celery routes ``message`` to (task_routes, the ``queue`` option, or the default)."""
+        if isinstance(message, StepMessage):
+            task, queue = message.task, message.options.get("queue")
+        else:
+            task, queue = ADVANCE_TASK, self.queue
+        key = (task, queue)
+        if key not in self._routes:
+            route = self.app.amqp.router.route({"queue": queue} if queue else {}, task, (), {})
+            self._routes[key] = route["queue"].name
+        return self._routes[key]
+
+    def queue_depths(self, queues: Iterable[str]) -> dict[str, int | None]:
+        """Messages waiting in each queue (0 when the queue does not exist); None where the broker cannot say."""
+        depths: dict[str, int | None] = {}
+        try:
+            with self.app.connection_for_write() as connection:
+                for queue in queues:
+                    channel = connection.channel()
+                    try:
+                        depths[queue] = _queue_depth(channel, queue)
+                    except connection.channel_errors:
+                        depths[queue] = 0  # no such queue: nothing waits in it
+                    finally:
+                        with contextlib.suppress(Exception):
+                            channel.close()
+        except Exception:  # broker unreachable, or a transport without queue sizes: say nothing
+            return dict.fromkeys(queues)
+        return depths
 
     def publish(self, message: Message) -> None:
         if isinstance(message, StepMessage):
@@ -45,6 +81,15 @@ class CeleryPublisher:
                                add_to_parent=False, **options)
         else:
             raise TypeError(f"cannot publish {message!r}")
+
+
+def _queue_depth(channel: Any, queue: str) -> int:
+    # kombu's virtual transports (Redis, SQS, ...) count with their own ``_size``, which is what their
+    # passive queue_declare reports too; that declare ignores Redis's global_keyprefix in its existence check.
+    size = getattr(channel, "_size", None)
+    if size is not None:
+        return int(size(queue))
+    return int(channel.queue_declare(queue=queue, passive=True).message_count)
 
 
 def register_coordinator_task(runtime: Runtime) -> Any:

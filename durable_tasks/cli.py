@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -50,6 +50,12 @@ class DeferredPublisher:
 
     def publish(self, message: Message) -> None:
         return None  # written with publish_after=now, so the next relay pass sends it
+
+    def queue_of(self, message: Message) -> str | None:
+        return None  # the workers' relay, which knows the routes, sends it
+
+    def queue_depths(self, queues: Iterable[str]) -> dict[str, int | None]:
+        return dict.fromkeys(queues)
 
 
 @dataclass

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from types import TracebackType
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import Connection
 
@@ -40,6 +40,14 @@ class Publisher(Protocol):
     """Sends committed messages to the broker (see ``celery_bridge.CeleryPublisher``)."""
 
     def publish(self, message: Message) -> None: ...
+
+    def queue_of(self, message: Message) -> str | None:
+        """The broker queue ``message`` goes to; None when unknown."""
+        ...
+
+    def queue_depths(self, queues: Iterable[str]) -> dict[str, int | None]:
+        """How many messages wait in each queue; None where the broker cannot say."""
+        ...
 
 
 class UnitOfWork:
@@ -96,12 +104,16 @@ class UnitOfWork:
     def send_advance(self, run_id: str) -> None:
         """Ask a coordinator to replay the run: an outbox row, published after commit."""
         now = time.time()
-        outbox_id = queries.add_outbox(self.conn, run_id, OutboxKind.ADVANCE, {}, now, now + self.redelivery_after)
+        queue = self.publisher.queue_of(AdvanceMessage(run_id, None))
+        outbox_id = queries.add_outbox(self.conn, run_id, OutboxKind.ADVANCE, {}, now, now + self.redelivery_after,
+                                       queue)
         self._pending.append(AdvanceMessage(run_id, outbox_id))
 
-    def publish_after_commit(self, message: Message) -> None:
-        """Publish after commit a message whose durable record the caller wrote (a dispatched step row)."""
+    def publish_after_commit(self, message: Message) -> str | None:
+        """Publish after commit a message whose durable record the caller wrote (a dispatched step row);
+        returns the queue it goes to, for that record."""
         self._pending.append(message)
+        return self.publisher.queue_of(message)
 
     def note(self, transition: Transition) -> None:
         """Report ``transition`` to the observers once this transaction commits."""
@@ -136,23 +148,46 @@ def publish_safely(publisher: Publisher, message: Message) -> bool:
     return True
 
 
-def due_messages(store: Store, *, redelivery_after: float, limit: int = 200) -> Iterator[Message]:
-    """Messages nobody consumed within ``redelivery_after``; their next publish time is pushed back."""
-    now = time.time()
-    with store.read() as conn:  # a read does not take SQLite's write lock
-        if not (queries.any_due_outbox(conn, now) or queries.any_due_dispatch(conn, now)):
-            return
-    with store.begin() as conn:
-        advances = queries.due_outbox(conn, now, redelivery_after, limit)
-        steps = queries.due_dispatches(conn, now, redelivery_after, limit)
-    yield from (AdvanceMessage(row.run_id, row.id) for row in advances)
-    yield from (StepMessage.from_step(row) for row in steps)
+PASSED_GRACE = 5.0
+"""Seconds after the queue delivered a later message before an unclaimed one counts as lost (it may sit in a
+worker's prefetch buffer for a moment)."""
 
 
 def relay(store: Store, publisher: Publisher, *, redelivery_after: float, limit: int = 200) -> int:
-    """Publish again what nobody consumed within ``redelivery_after``; returns how many messages."""
-    messages = list(due_messages(store, redelivery_after=redelivery_after, limit=limit))
+    """Publish again the messages the broker lost; returns how many.
+
+    A message still unconsumed ``redelivery_after`` seconds after it was published is either waiting in its
+    queue behind a backlog, or lost. Queues are FIFO, so it is lost when its queue is empty, or when the queue
+    already delivered a message published after it (:func:`queries.queue_passed`); otherwise it is still
+    queued and is looked at again later. Where the broker cannot say how many messages a queue holds, or
+    the message's queue is unknown (rows from before this check existed), it is published again as it is.
+    """
+    now = time.time()
+    with store.read() as conn:  # a read does not take SQLite's write lock
+        if not (queries.any_due_outbox(conn, now) or queries.any_due_dispatch(conn, now)):
+            return 0
+    recheck = now + min(redelivery_after, PASSED_GRACE)
+    with store.begin() as conn:
+        waiting: list[tuple[OutboxKind, Any]] = [
+            *((OutboxKind.ADVANCE, row) for row in queries.due_outbox(conn, now, limit)),
+            *((OutboxKind.DISPATCH, row) for row in queries.due_dispatches(conn, now, limit))]
+        waiting.sort(key=lambda item: item[1].published_at or 0.0)
+        depths = publisher.queue_depths({row.queue for _, row in waiting if row.queue})
+        held: set[str] = set()  # queues whose oldest waiting message is still queued: so are the later ones
+        messages: list[Message] = []
+        for kind, row in waiting:
+            queue = row.queue
+            lost = (queue is None or row.published_at is None or depths.get(queue) in (None, 0)
+                    or (queue not in held and queries.queue_passed(conn, queue, row.published_at,
+                                                                   claimed_before=now - PASSED_GRACE)))
+            if not lost:
+                held.add(queue)
+                queries.check_again(conn, kind, row, recheck)
+                continue
+            queries.resent(conn, kind, row, now, redelivery_after)
+            messages.append(StepMessage.from_step(row) if kind == OutboxKind.DISPATCH
+                            else AdvanceMessage(row.run_id, row.id))
     sent = sum(publish_safely(publisher, message) for message in messages)
     if messages:
-        logger.info("Relay re-published %d of %d unconsumed messages.", sent, len(messages))
+        logger.info("Relay re-published %d of %d lost messages.", sent, len(messages))
     return len(messages)

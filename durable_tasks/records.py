@@ -101,6 +101,10 @@ class StepRow(Protocol):
     def started_at(self) -> float | None: ...
     @property
     def finished_at(self) -> float | None: ...
+    @property
+    def queue(self) -> str | None: ...
+    @property
+    def published_at(self) -> float | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +126,8 @@ class WrittenStep:
     created_at: float = 0.0
     started_at: float | None = None
     finished_at: float | None = None
+    queue: str | None = None
+    published_at: float | None = None
 
 
 class AttemptRow(Protocol):

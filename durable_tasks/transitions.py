@@ -153,9 +153,10 @@ def _dispatch_columns(uow: UnitOfWork, run_id: str, position: int, step_key: str
     The dispatched step row is the message's outbox record (see :mod:`durable_tasks.outbox`).
     """
     task_id = str(uuid4())
-    uow.publish_after_commit(StepMessage.from_request(run_id, position, step_key, attempt, task_id, request))
+    now = time.time()
+    queue = uow.publish_after_commit(StepMessage.from_request(run_id, position, step_key, attempt, task_id, request))
     return {"status": StepStatus.DISPATCHED, "attempt": attempt, "celery_task_id": task_id,
-            "publish_after": time.time() + uow.redelivery_after, "publish_count": 0}
+            "publish_after": now + uow.redelivery_after, "publish_count": 0, "queue": queue, "published_at": now}
 
 
 def dispatch_task(uow: UnitOfWork, run_id: str, position: int, step_key: str, name: str,

@@ -19,6 +19,7 @@ from ..vocabulary import (
     ACTIVE_RUN_STATUSES,
     PENDING_STEP_STATUSES,
     AttemptStatus,
+    OutboxKind,
     RunStatus,
     StepKind,
     StepStatus,
@@ -225,12 +226,12 @@ def list_attempts(conn: Connection, run_id: str) -> list[AttemptRow]:
 
 
 def add_outbox(conn: Connection, run_id: str, kind: str, payload: dict[str, Any], now: float,
-               publish_after: float) -> int:
+               publish_after: float, queue: str | None = None) -> int:
     """Write one outbox row; returns its id."""
     outbox_id: int = conn.execute(
         insert(outbox)
         .values(run_id=run_id, kind=kind, payload=json.dumps(payload, separators=(",", ":")),
-                created_at=now, publish_after=publish_after, publish_count=0)
+                created_at=now, publish_after=publish_after, publish_count=0, queue=queue, published_at=now)
         .returning(outbox.c.id)
     ).scalar_one()
     return outbox_id
@@ -246,47 +247,68 @@ def any_due_dispatch(conn: Connection, now: float) -> bool:
     ).first() is not None
 
 
-def due_dispatches(conn: Connection, now: float, redelivery_after: float, limit: int) -> list[StepRow]:
-    """Dispatched task steps nobody claimed in time; pushes their next publish time back (backoff)."""
+def due_dispatches(conn: Connection, now: float, limit: int) -> list[StepRow]:
+    """Dispatched task steps still unclaimed at their ``publish_after``, oldest message first (locked)."""
     query = (
         select(steps)
         .where(steps.c.status == StepStatus.DISPATCHED, steps.c.kind == StepKind.TASK,
                steps.c.publish_after <= now)
-        .order_by(steps.c.publish_after)
+        .order_by(steps.c.published_at.asc().nulls_first())
         .limit(limit)
     )
     if conn.dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
-    rows = list(conn.execute(query))
-    for row in rows:
-        conn.execute(
-            update(steps)
-            .where(steps.c.run_id == row.run_id, steps.c.position == row.position)
-            .values(publish_after=now + redelivery_after * (2 ** min(row.publish_count, 5)),
-                    publish_count=steps.c.publish_count + 1)
-        )
-    return cast("list[StepRow]", rows)
+    return cast("list[StepRow]", list(conn.execute(query)))
 
 
 def any_due_outbox(conn: Connection, now: float) -> bool:
     return conn.execute(select(outbox.c.id).where(outbox.c.publish_after <= now).limit(1)).first() is not None
 
 
-def due_outbox(conn: Connection, now: float, redelivery_after: float, limit: int) -> list[Any]:
-    """The outbox rows nobody consumed in time (``id``, ``run_id``, ``kind``, ``payload``, ...); pushes their
-    next publish time back (backoff)."""
-    query = select(outbox).where(outbox.c.publish_after <= now).order_by(outbox.c.publish_after).limit(limit)
+def due_outbox(conn: Connection, now: float, limit: int) -> list[Any]:
+    """Outbox rows (``id``, ``run_id``, ``kind``, ``queue``, ``published_at``, ...) still unconsumed at their
+    ``publish_after``, oldest message first (locked)."""
+    query = (select(outbox).where(outbox.c.publish_after <= now)
+             .order_by(outbox.c.published_at.asc().nulls_first()).limit(limit))
     if conn.dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
-    rows = list(conn.execute(query))
-    for row in rows:
-        backoff = redelivery_after * (2 ** min(row.publish_count, 5))
-        conn.execute(
-            update(outbox)
-            .where(outbox.c.id == row.id)
-            .values(publish_after=now + backoff, publish_count=outbox.c.publish_count + 1)
-        )
-    return rows
+    return list(conn.execute(query))
+
+
+def resent(conn: Connection, kind: OutboxKind, row: Any, now: float, redelivery_after: float) -> None:
+    """Record that the relay publishes ``row``'s message again: at the back of its queue, next check later
+    (exponential backoff)."""
+    values = {"publish_after": now + redelivery_after * (2 ** min(row.publish_count, 5)), "published_at": now}
+    if kind == OutboxKind.DISPATCH:
+        conn.execute(update(steps).where(steps.c.run_id == row.run_id, steps.c.position == row.position)
+                     .values(publish_count=steps.c.publish_count + 1, **values))
+    else:
+        conn.execute(update(outbox).where(outbox.c.id == row.id)
+                     .values(publish_count=outbox.c.publish_count + 1, **values))
+
+
+def check_again(conn: Connection, kind: OutboxKind, row: Any, at: float) -> None:
+    """A message still waiting in its queue: look at it again at ``at``."""
+    if kind == OutboxKind.DISPATCH:
+        conn.execute(update(steps).where(steps.c.run_id == row.run_id, steps.c.position == row.position)
+                     .values(publish_after=at))
+    else:
+        conn.execute(update(outbox).where(outbox.c.id == row.id).values(publish_after=at))
+
+
+def queue_passed(conn: Connection, queue: str, published_at: float, claimed_before: float, window: int = 100) -> bool:
+    """True when the queue delivered a later message: one of the next ``window`` step messages published to
+    ``queue`` after ``published_at`` was claimed before ``claimed_before``.
+
+    Queues are FIFO, so a message the queue has passed (and nobody claimed) was lost; one that only waits
+    behind a backlog has unclaimed messages after it, and the scan stops after ``window`` index entries.
+    """
+    later = (select(steps.c.started_at)
+             .where(steps.c.queue == queue, steps.c.published_at > published_at)
+             .order_by(steps.c.published_at).limit(window).subquery())
+    query = select(later.c.started_at).where(later.c.started_at.is_not(None),
+                                             later.c.started_at < claimed_before).limit(1)
+    return conn.execute(query).first() is not None
 
 
 def delete_outbox_of(conn: Connection, run_id: str) -> None:

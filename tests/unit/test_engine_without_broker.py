@@ -25,11 +25,18 @@ class KeptMessages:
     def __init__(self) -> None:
         self.messages: list[Message] = []
         self.down = False
+        self.depths: dict[str, int | None] = {}  # none known: the relay re-sends whatever is overdue
 
     def publish(self, message: Message) -> None:
         if self.down:
             raise ConnectionError("broker down")
         self.messages.append(message)
+
+    def queue_of(self, message: Message) -> str | None:
+        return "celery"
+
+    def queue_depths(self, queues: Any) -> dict[str, int | None]:
+        return {queue: self.depths.get(queue) for queue in queues}
 
     def steps(self) -> list[StepMessage]:
         return [message for message in self.messages if isinstance(message, StepMessage)]
@@ -175,3 +182,44 @@ def test_the_sweeper_parks_a_step_that_keeps_killing_its_worker(
         assert [attempt.status for attempt in step.attempts] == ["lost", "lost"]
     finally:
         durable.close()
+
+
+def _three_queued(durable: Durable, broker: KeptMessages, flow: Any) -> list[StepMessage]:
+    for n in range(3):
+        flow.run(n)
+    an_hour_later(durable)
+    sent = broker.steps()
+    broker.messages.clear()
+    return sent
+
+
+def test_a_backlog_is_not_taken_for_loss(durable: Durable, broker: KeptMessages, flow: Any) -> None:
+    _three_queued(durable, broker, flow)
+    broker.depths = {"celery": 3}  # all three still wait in the queue, an hour after they were sent
+    assert relay(durable.store, broker, redelivery_after=60) == 0
+    assert broker.messages == []
+
+
+def test_a_message_the_queue_passed_is_resent(durable: Durable, broker: KeptMessages, flow: Any) -> None:
+    first, second, _ = _three_queued(durable, broker, flow)
+    broker.depths = {"celery": 1}
+    with durable.store.begin() as conn:  # a worker took the second message ten seconds ago: the first was lost
+        queries.claim_step(conn, second.run_id, 0, 1, "w:1:x", time.time() - 10)
+    assert relay(durable.store, broker, redelivery_after=60) == 1
+    assert broker.steps() == [first], "the third still waits in the queue: it is not sent twice"
+
+
+def test_a_message_passed_a_moment_ago_may_still_be_in_a_prefetch_buffer(
+        durable: Durable, broker: KeptMessages, flow: Any) -> None:
+    _, second, _ = _three_queued(durable, broker, flow)
+    broker.depths = {"celery": 1}
+    with durable.store.begin() as conn:
+        queries.claim_step(conn, second.run_id, 0, 1, "w:1:x", time.time())
+    assert relay(durable.store, broker, redelivery_after=60) == 0
+
+
+def test_everything_overdue_in_an_empty_queue_was_lost(durable: Durable, broker: KeptMessages, flow: Any) -> None:
+    sent = _three_queued(durable, broker, flow)
+    broker.depths = {"celery": 0}  # the broker restarted and kept nothing
+    assert relay(durable.store, broker, redelivery_after=60) == 3
+    assert sorted(message.run_id for message in broker.steps()) == sorted(message.run_id for message in sent)
