@@ -23,6 +23,7 @@ from celery import Celery
 from durable_tasks import Durable, InvalidStateError, ResultTimeoutError, RetryPolicy, SchemaError, WorkflowFailedError
 from durable_tasks.store import migrate
 from durable_tasks.store.database import Store
+from durable_tasks.store.engine import make_engine
 from tests.support.stack import POSTGRES_URL
 
 pytestmark = pytest.mark.integration
@@ -77,16 +78,20 @@ def assert_usable(url: str, schema: str | None) -> None:
 def test_schema_error_command_upgrades_the_store(store_url: tuple[str, str | None], state: str,
                                                  tmp_path: Path) -> None:
     url, schema = store_url
+    if state == "older migration":
+        writer = make_engine(url, schema=schema)
+        migrate.upgrade(writer, schema, revision="0001")
+        writer.dispose()
     store = Store(url, schema=schema)
     try:
-        if state == "older migration":
-            migrate.upgrade(store.engine, schema, revision="0001")
         with pytest.raises(SchemaError) as raised:
             store.ensure_ready()
     finally:
         store.dispose()
     message = str(raised.value)
-    assert ("Create them with: " if state == "no tables" else "Apply the missing migrations with: ") in message
+    expected = {"no tables": "Create them with: " if schema else "Create it with: ",  # a missing SQLite file
+                "older migration": "Apply the missing migrations with: "}[state]
+    assert expected in message
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     done = shell(suggested(message), cwd=elsewhere)  # not the worker's directory: the command names the store
@@ -174,7 +179,7 @@ def test_errors_go_to_stderr_and_commands_stay_on_one_line_in_a_real_pipe(tmp_pa
     url = f"sqlite:///{deep / 'journal.sqlite3'}"
     failed = shell(f"durable runs list --store {url}", cwd=tmp_path)
     assert failed.returncode == 1 and failed.stdout == ""
-    assert failed.stderr.startswith("error: The durable store at ") and failed.stderr.count("\n") == 1
+    assert failed.stderr.startswith("error: The durable store ") and failed.stderr.count("\n") == 1
     assert failed.stderr.rstrip("\n").endswith(f"Create it with: durable db upgrade --store {url}")
     usage = shell("durable runs list --status bogus", cwd=tmp_path)
     assert usage.returncode == 2 and usage.stdout == "" and "Invalid value for '--status'" in usage.stderr
