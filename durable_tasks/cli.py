@@ -279,11 +279,20 @@ def runs_fork(ctx: click.Context, run_id: str, from_step: str) -> None:
 @runs.command("prune")
 @click.option("--older-than", "older_than", required=True, help="Age such as 30d or 12h.")
 @click.option("--status", type=click.Choice(["succeeded", "failed", "cancelled"]), help="Only this status.")
+@click.option("--dry-run", is_flag=True, help="List what would be deleted; delete nothing.")
 @store_options
 @click.pass_context
-def runs_prune(ctx: click.Context, older_than: str, status: str | None) -> None:
+def runs_prune(ctx: click.Context, older_than: str, status: str | None, dry_run: bool) -> None:
     """Delete finished runs (and their journals) older than the given age, in batches."""
     seconds = _guarded(lambda: parse_duration(older_than))
+    if dry_run:
+        context = _context(ctx)
+        run_ids = _guarded(lambda: context.operations.prunable(seconds, status))
+        records = _guarded(lambda: [load_run(context.store, run_id) for run_id in run_ids])
+        make_console().print(render_runs(records))
+        say(f"Would delete {len(run_ids)} finished run(s) older than {older_than}"
+            + (" (the first 1000)." if len(run_ids) >= 1000 else "."))
+        return
     _operate(ctx, lambda ops: ops.prune(seconds, status),
              lambda deleted: f"Deleted {deleted} finished run(s) older than {older_than}.")
 

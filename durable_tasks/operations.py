@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import shlex
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from . import transitions
 from .errors import InvalidStateError, RunNotFoundError
@@ -111,21 +111,36 @@ class Operations:
 
         Only ``succeeded``, ``failed`` and ``cancelled`` runs are ever deleted; returns how many.
         """
-        statuses = (status,) if status else FINISHED_RUN_STATUSES
-        if any(value not in FINISHED_RUN_STATUSES for value in statuses):
-            raise InvalidStateError(
-                f"prune deletes only finished runs ({', '.join(FINISHED_RUN_STATUSES)}), not {status!r}."
-            )
-        cutoff = time.time() - older_than
+        statuses, cutoff = _prune_filter(older_than, status)
         deleted = 0
         while True:
-            with self.store.begin() as conn:
-                run_ids = queries.finished_runs_before(conn, cutoff, statuses, batch)
-                if run_ids:
-                    queries.delete_runs(conn, run_ids)
-            deleted += len(run_ids)
-            if len(run_ids) < batch:
+            deleted += (count := prune_batch(self.store, cutoff, statuses, batch))
+            if count < batch:
                 return deleted
+
+    def prunable(self, older_than: float, status: str | None = None, limit: int = 1000) -> list[str]:
+        """The ids of the runs :meth:`prune` would delete (``durable runs prune --dry-run``), oldest first."""
+        statuses, cutoff = _prune_filter(older_than, status)
+        with self.store.read() as conn:
+            return queries.finished_runs_before(conn, cutoff, statuses, limit)
+
+
+def prune_batch(store: Store, cutoff: float, statuses: Sequence[str], batch: int) -> int:
+    """Delete up to ``batch`` runs in ``statuses`` that finished before ``cutoff``, in one transaction."""
+    with store.begin() as conn:
+        run_ids = queries.finished_runs_before(conn, cutoff, statuses, batch)
+        if run_ids:
+            queries.delete_runs(conn, run_ids)
+    return len(run_ids)
+
+
+def _prune_filter(older_than: float, status: str | None) -> tuple[tuple[str, ...], float]:
+    statuses = (status,) if status else tuple(FINISHED_RUN_STATUSES)
+    if any(value not in FINISHED_RUN_STATUSES for value in statuses):
+        raise InvalidStateError(
+            f"prune deletes only finished runs ({', '.join(FINISHED_RUN_STATUSES)}), not {status!r}."
+        )
+    return statuses, time.time() - older_than
 
 
 def _instead_of_resume(run: RunRow, journal: list[StepRow]) -> str:
