@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
@@ -156,10 +157,18 @@ class Durable:
         """The handle of an existing run."""
         return RunHandle(self.store, run_id)
 
-    def runs(self, *, status: str | None = None, workflow: str | None = None, limit: int = 50) -> list[RunRecord]:
-        """The latest runs, newest first, optionally filtered."""
+    def runs(self, *, status: str | None = None, workflow: str | None = None, since: float | str | None = None,
+             error_type: str | None = None, limit: int = 50) -> list[RunRecord]:
+        """The latest runs, newest first, filtered by status, workflow (name or chain label), age (``since``,
+        ``"1h"``) and error type (``"KeyError"`` or ``"builtins.KeyError"``)::
+
+            for run in durable.runs(status="failed", workflow="shop.checkout", since="1h", error_type="KeyError"):
+                durable.resume(run.id)
+        """
+        created_after = None if since is None else time.time() - parse_duration(since)
         with self.store.read() as conn:
-            rows = queries.list_runs(conn, status=status, workflow=workflow, limit=limit)
+            rows = queries.list_runs(conn, status=status, workflow=workflow, created_after=created_after,
+                                     error_type=error_type, limit=limit)
         return [RunRecord.from_row(row) for row in rows]
 
     def steps(self, run_id: str) -> list[StepRecord]:

@@ -15,7 +15,7 @@ from typing import Any
 
 from celery import Celery, bootsteps, signals
 
-from . import coordinator, outbox, recovery
+from . import coordinator, outbox, recovery, retention
 from .logs import RateLimitedLog
 from .messages import AdvanceMessage, Message, StepMessage
 from .runtime import Runtime
@@ -118,6 +118,7 @@ class WorkerServices:
             ("timers", settings.timer_interval, timers.fire_due),
             ("relay", relay_every, self._relay),
             ("sweeper", settings.sweep_interval, lambda: recovery.sweep(runtime)),
+            ("retention", settings.retention_interval, lambda: retention.prune_expired(runtime)),
         ]
 
     def _relay(self) -> int:

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import click
 
+from .cli_bulk import filter_options, operate_many
 from .cli_console import (
     heading,
     literal,
@@ -38,7 +39,7 @@ from .outbox import UnitOfWork
 from .store import queries
 from .store.database import Store
 from .store.engine import default_store_url
-from .vocabulary import RunStatus
+from .vocabulary import ACTIVE_RUN_STATUSES, RunStatus
 
 RUN_STATUSES = [status.value for status in RunStatus]
 F = TypeVar("F", bound=Callable[..., Any])
@@ -236,33 +237,59 @@ def _operate(ctx: click.Context, call: Any, done: Any) -> None:
     say(done(_guarded(lambda: call(_context(ctx).operations))))
 
 
+def _one_or_many(ctx: click.Context, run_id: str | None, filters: dict[str, Any], *, verb: str,
+                 default_statuses: Sequence[str], action: Callable[[Operations, str], Any], done: str) -> None:
+    """Act on ``run_id``, or on every run the filters select (see :mod:`durable_tasks.cli_bulk`)."""
+    if run_id is None:
+        context = _context(ctx)
+        operate_many(context.operations, context.store, filters, default_statuses=default_statuses, verb=verb,
+                     action=action)
+        return
+    if any(filters[name] for name in ("statuses", "workflow", "since", "error_type", "dry_run")):
+        raise click.UsageError("Give a run id or filters (--status, --workflow, --since, --error-type), not both.")
+    _operate(ctx, lambda ops: action(ops, run_id), lambda _: done)
+
+
 @runs.command("resume")
-@click.argument("run_id", callback=_journal_text)
+@click.argument("run_id", required=False, callback=_journal_text)
+@filter_options
 @store_options
 @click.pass_context
-def runs_resume(ctx: click.Context, run_id: str) -> None:
-    """Continue a failed run at its failed step (after you fixed the cause)."""
-    _operate(ctx, lambda ops: ops.resume(run_id), lambda _: f"Run {run_id} resumes at its failed step.")
+def runs_resume(ctx: click.Context, run_id: str | None, **filters: Any) -> None:
+    """Continue a failed run at its failed step (after you fixed the cause); or every failed run selected
+    by the filters."""
+    _one_or_many(ctx, run_id, filters, verb="resume", default_statuses=[RunStatus.FAILED],
+                 action=lambda ops, rid: ops.resume(rid), done=f"Run {run_id} resumes at its failed step.")
 
 
 @runs.command("retry-step")
-@click.argument("run_id", callback=_journal_text)
-@click.argument("step", callback=_journal_text)
+@click.argument("run_id", required=False, callback=_journal_text)
+@click.argument("step", required=False, callback=_journal_text)
+@click.option("--step", "step_option", metavar="STEP", callback=_journal_text,
+              help="With filters instead of a run id: the step to run again in each selected run.")
+@filter_options
 @store_options
 @click.pass_context
-def runs_retry_step(ctx: click.Context, run_id: str, step: str) -> None:
-    """Run a failed step, or one waiting out its backoff, again now."""
-    _operate(ctx, lambda ops: ops.retry_step(run_id, step), lambda _: f"Step {step!r} of run {run_id} runs again.")
+def runs_retry_step(ctx: click.Context, run_id: str | None, step: str | None, step_option: str | None,
+                    **filters: Any) -> None:
+    """Run a failed step, or one waiting out its backoff, again now (RUN_ID STEP, or --step STEP with filters)."""
+    key = step or step_option
+    if key is None:
+        raise click.UsageError("Name the step: RUN_ID STEP, or --step STEP with filters.")
+    _one_or_many(ctx, run_id, filters, verb="retry", default_statuses=[RunStatus.FAILED, *ACTIVE_RUN_STATUSES],
+                 action=lambda ops, rid: ops.retry_step(rid, key), done=f"Step {key!r} of run {run_id} runs again.")
 
 
 @runs.command("cancel")
-@click.argument("run_id", callback=_journal_text)
+@click.argument("run_id", required=False, callback=_journal_text)
 @click.option("--reason", default="cancelled by operator", show_default=True)
+@filter_options
 @store_options
 @click.pass_context
-def runs_cancel(ctx: click.Context, run_id: str, reason: str) -> None:
-    """Cancel a run: nothing new starts, running steps can see it."""
-    _operate(ctx, lambda ops: ops.cancel(run_id, reason), lambda _: f"Run {run_id} is cancelled.")
+def runs_cancel(ctx: click.Context, run_id: str | None, reason: str, **filters: Any) -> None:
+    """Cancel a run: nothing new starts, running steps can see it; or every run selected by the filters."""
+    _one_or_many(ctx, run_id, filters, verb="cancel", default_statuses=[*ACTIVE_RUN_STATUSES, RunStatus.FAILED],
+                 action=lambda ops, rid: ops.cancel(rid, reason), done=f"Run {run_id} is cancelled.")
 
 
 @runs.command("fork")

@@ -47,13 +47,29 @@ class Settings:
     """Attempts of one step lost with their worker before the run is parked as failed (crash loops)."""
     worker_services: bool = True
     """Run the relay, timers, heartbeats and sweeper inside every Celery worker (a bootstep)."""
+    retention: bool = True
+    """Let the worker services delete expired journal rows (the three settings below), like Celery's
+    ``result_expires``; ``durable runs prune`` stays for manual use."""
+    retain_finished_runs: float = 30 * 86400.0
+    """Succeeded, failed and cancelled runs (with their journals) are deleted this long after they finished;
+    0 keeps them forever."""
+    retain_fired_timers: float = 86400.0
+    """Timers are deleted this long after they fired (or were cancelled); 0 keeps them."""
+    retain_attempts: float = 30 * 86400.0
+    """Attempt rows of steps that are no longer pending are deleted this long after the attempt started; 0
+    keeps them (those of finished runs go with the run)."""
+    retention_interval: float = 60.0
+    """How often the worker services delete a batch of each."""
+    retention_batch: int = 500
+    """Rows deleted per batch and kind: small transactions that never hold locks for long."""
     sqlite_synchronous: str = "full"
     """SQLite's ``PRAGMA synchronous``: ``"full"`` (a commit is on disk before a step counts as done) or
     ``"normal"`` (faster commits; a power loss may undo the last ones, and their steps run again)."""
 
     def __post_init__(self) -> None:
         for name in ("heartbeat_interval", "worker_timeout", "redelivery_after", "timer_interval",
-                     "sweep_interval"):
+                     "sweep_interval", "retain_finished_runs", "retain_fired_timers", "retain_attempts",
+                     "retention_interval"):
             object.__setattr__(self, name, parse_duration(getattr(self, name)))
         if self.worker_timeout <= self.heartbeat_interval:
             raise ConfigurationError(

@@ -137,13 +137,23 @@ def delete_runs(conn: Connection, run_ids: Sequence[str]) -> None:
 
 
 def list_runs(
-    conn: Connection, *, status: str | None = None, workflow: str | None = None, limit: int = 50
+    conn: Connection, *, status: str | Sequence[str] | None = None, workflow: str | None = None,
+    created_after: float | None = None, error_type: str | None = None, limit: int = 50
 ) -> list[RunRow]:
+    """The newest runs matching every filter given. ``workflow`` matches the registry name or the label;
+    ``error_type`` the error's qualified type name or its last part (``KeyError``)."""
     query = select(runs).order_by(runs.c.created_at.desc()).limit(limit)
     if status:
-        query = query.where(runs.c.status == status)
+        query = query.where(runs.c.status.in_([status] if isinstance(status, str) else list(status)))
     if workflow:
-        query = query.where(runs.c.workflow == workflow)
+        query = query.where(or_(runs.c.workflow == workflow, runs.c.label == workflow))
+    if created_after is not None:
+        query = query.where(runs.c.created_at >= created_after)
+    if error_type:
+        # The error is JSON written with or without spaces after the colon: match both spellings.
+        escaped = error_type.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        patterns = [f'%"type":{space}"{prefix}{escaped}"%' for space in ("", " ") for prefix in ("", "%.")]
+        query = query.where(or_(*(runs.c.error.like(pattern, escape="\\") for pattern in patterns)))
     return cast("list[RunRow]", list(conn.execute(query)))
 
 
@@ -339,6 +349,22 @@ def due_timers(conn: Connection, now: float, limit: int) -> list[TimerRow]:
     if conn.dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
     return cast("list[TimerRow]", list(conn.execute(query)))
+
+
+def delete_fired_timers(conn: Connection, before: float, limit: int) -> int:
+    """Delete up to ``limit`` timers that fired (or were cancelled) before ``before``; returns how many."""
+    expired = select(timers.c.id).where(timers.c.fired_at < before).limit(limit)
+    return conn.execute(delete(timers).where(timers.c.id.in_(expired.scalar_subquery()))).rowcount
+
+
+def delete_old_attempts(conn: Connection, before: float, limit: int) -> int:
+    """Delete up to ``limit`` attempt rows started before ``before`` whose step is no longer pending (a
+    pending step's attempts still count against its retry budget)."""
+    pending = (select(steps.c.run_id)
+               .where(steps.c.run_id == attempts.c.run_id, steps.c.position == attempts.c.position,
+                      steps.c.status.in_(PENDING_STEP_STATUSES)).exists())
+    expired = select(attempts.c.id).where(attempts.c.started_at < before, ~pending).limit(limit)
+    return conn.execute(delete(attempts).where(attempts.c.id.in_(expired.scalar_subquery()))).rowcount
 
 
 def pending_timers(conn: Connection, run_id: str) -> list[TimerRow]:

@@ -203,3 +203,112 @@ def test_processes_show_their_role_and_a_clean_stop(durable: Durable, tmp_path: 
         assert worker_id not in queries.live_workers(conn, 0), "the sweeper recovers its steps at once"
     listing = CliRunner().invoke(main, ["--store", durable.settings.store, "workers"]).stdout
     assert "client" in listing and "stopped" in listing
+
+
+# --- many runs at once -------------------------------------------------------------------------------------
+
+
+def test_bulk_resume_and_cancel_by_filter(durable: Durable) -> None:
+    broken = {"on": True}
+
+    def step() -> str:
+        if broken["on"]:
+            raise KeyError("[missing] key")
+        return "ok"
+
+    @durable.workflow(name="unit.bulk")
+    def bulk(ctx: Any, n: int) -> str:
+        return ctx.step("step", step)
+
+    @durable.workflow(name="unit.other")
+    def other(ctx: Any) -> str:
+        raise ValueError("another failure")
+
+    failed = [bulk.run(n) for n in range(12)]
+    unrelated = other.run()
+    store = ["--store", durable.settings.store]
+    runner = CliRunner()
+    dry = runner.invoke(main, ["runs", "resume", "--error-type", "KeyError", "--since", "1h", "--dry-run", *store])
+    assert dry.exit_code == 0 and "Would resume 12 run(s)." in dry.stdout
+    assert all(handle.status == "failed" for handle in failed)
+    refused = runner.invoke(main, ["runs", "resume", "--workflow", "unit.bulk", *store], input="n\n")
+    assert refused.exit_code == 1 and "Resume 12 run(s)?" in refused.stderr, "more than 10 runs: it asks first"
+    broken["on"] = False
+    done = runner.invoke(main, ["runs", "resume", "--workflow", "unit.bulk", "--yes", *store])
+    assert done.exit_code == 0 and "Resumed 12 of 12 run(s)." in done.stdout
+    assert all(handle.status == "running" for handle in failed), "each resumed in its own transaction"
+    assert unrelated.status == "failed"
+    assert [run.id for run in durable.runs(error_type="ValueError")] == [unrelated.id]
+    assert [run.id for run in durable.runs(error_type="builtins.ValueError", workflow="unit.other")] == [unrelated.id]
+    cancelled = runner.invoke(main, ["runs", "cancel", "--workflow", "unit.other", "--status", "failed", *store])
+    assert cancelled.exit_code == 0 and "Cancelled 1 of 1 run(s)." in cancelled.stdout
+    assert unrelated.status == "cancelled"
+    both = runner.invoke(main, ["runs", "cancel", unrelated.id, "--workflow", "x", *store])
+    assert both.exit_code == 2 and "not both" in both.stderr
+    nothing = runner.invoke(main, ["runs", "resume", *store])
+    assert nothing.exit_code == 2 and "Name a run id" in nothing.stderr
+
+
+# --- retention ----------------------------------------------------------------------------------------------
+
+
+def test_retention_deletes_expired_rows_in_batches_and_keeps_what_a_pending_step_needs(
+        app: Any, tmp_path: Any) -> None:
+    from durable_tasks.retention import RetentionReport, prune_expired
+
+    durable = Durable(app, store=f"sqlite:///{tmp_path / 'retention.sqlite3'}", retain_finished_runs="1d",
+                      retain_fired_timers="1h", retain_attempts="1d", retention_batch=2)
+    try:
+        calls = {"n": 0}
+
+        @durable.step(retry=RetryPolicy(max_attempts=3, initial=0, jitter=0))
+        def flaky() -> str:
+            calls["n"] += 1
+            if calls["n"] % 2:
+                raise ConnectionError("once")
+            return "ok"
+
+        @durable.workflow(name="unit.kept")
+        def kept(ctx: Any) -> str:
+            ctx.sleep("nap", 0.01)
+            return ctx.step("flaky", flaky)
+
+        handles = [kept.run() for _ in range(3)]
+        time.sleep(0.02)
+        timers = DatabaseTimers(durable.runtime)
+        for _ in range(4):
+            timers.fire_due()
+            for handle in handles:
+                replay(durable, handle.id)
+        assert all(handle.status == "succeeded" for handle in handles)
+        waiting = kept.run()  # a retrying step whose attempts must survive (they are its retry budget)
+        time.sleep(0.02)
+        timers.fire_due()
+        replay(durable, waiting.id)
+        assert waiting.steps()[1].status == "retrying"
+        assert prune_expired(durable.runtime).runs == 0, "nothing is old enough yet"
+        with durable.store.begin() as conn:  # two days pass
+            for table, column in (("durable_runs", "finished_at"), ("durable_timers", "fired_at"),
+                                  ("durable_attempts", "started_at")):
+                conn.exec_driver_sql(f"UPDATE {table} SET {column} = {column} - 2 * 86400 WHERE {column} IS NOT NULL")
+        first = prune_expired(durable.runtime)
+        assert (first.runs, first.timers, first.attempts) == (2, 2, 2), "one batch of each per pass"
+        while prune_expired(durable.runtime) != RetentionReport():
+            pass
+        assert [run.id for run in durable.runs()] == [waiting.id]
+        assert [a.status for a in waiting.steps()[1].attempts] == ["failed"], "a pending step keeps its attempts"
+        with durable.store.read() as conn:
+            pending = conn.exec_driver_sql("SELECT count(*), count(fired_at) FROM durable_timers").one()
+        assert tuple(pending) == (1, 0), "only the pending retry timer is left"
+    finally:
+        durable.close()
+
+
+def test_retention_can_be_switched_off(app: Any, tmp_path: Any) -> None:
+    from durable_tasks.retention import prune_expired
+
+    durable = Durable(app, store=f"sqlite:///{tmp_path / 'off.sqlite3'}", retention=False, retain_finished_runs=0)
+    try:
+        assert durable.settings.retain_finished_runs == 0 and prune_expired(durable.runtime).runs == 0
+    finally:
+        durable.close()
