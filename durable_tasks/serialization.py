@@ -36,6 +36,12 @@ def _type_name(value: Any) -> str:
     return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
 
 
+def _of_type(value: Any) -> str:
+    """``value of type builtins.set``: the qualified name, as the journal names exception types."""
+    kind = type(value)
+    return f"value of type {kind.__module__}.{kind.__qualname__}"
+
+
 def _first_refused(value: Any) -> tuple[str, str] | None:
     """Where in ``value`` encoding fails, as (path, what is there); None when nothing is refused."""
     found = _refusal(value, set())
@@ -64,7 +70,7 @@ def _refusal(value: Any, open_ids: set[int]) -> tuple[list[str], str] | None:
     try:
         _ENCODER.default(value)
     except TypeError:
-        return [], _type_name(value)
+        return [], _of_type(value)
     return None
 
 
@@ -82,7 +88,7 @@ def _refusal_in_dict(value: dict[Any, Any], open_ids: set[int]) -> tuple[list[st
         return [], "dict whose keys are exactly '__type__' and '__value__' (reserved for Celery's type markers)"
     for key, item in value.items():
         if key is not None and not isinstance(key, _KEY_TYPES):
-            return [f" key {key!r}"], _type_name(key)
+            return [f" key {key!r}"], _of_type(key)
         if isinstance(key, float) and not math.isfinite(key):
             return [f" key {key!r}"], f"float {key!r} (JSON has no NaN or infinity)"
         found = _refusal(item, open_ids)
@@ -117,7 +123,7 @@ def dumps(value: Any, *, what: str, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) 
         text = _ENCODER.encode(value)
     except (TypeError, ValueError) as exc:
         found = _first_refused(value)
-        where, kind = found if found else ("value", _type_name(value))
+        where, kind = found if found else ("value", _of_type(value))
         raise _refused(what, where, kind, exc) from exc
     if _MARKER_KEY in text:
         # Typed values were encoded (or a string "__type__" appears): make sure no dict of the user's own

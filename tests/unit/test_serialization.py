@@ -87,11 +87,11 @@ def test_objects_with_json_method_are_journaled_as_what_it_returns() -> None:
 
 
 @pytest.mark.parametrize(("value", "where", "type_name"), [
-    ({"payment": {"amount": object()}}, "value['payment']['amount']", "object"),
-    ({"tags": [1, {"a", "b"}]}, "value['tags'][1]", "set"),
-    ([bytearray(b"x")], "value[0]", "bytearray"),
-    ({"delay": timedelta(seconds=3)}, "value['delay']", "datetime.timedelta"),
-    ({date(2024, 1, 1): 1}, "value key datetime.date(2024, 1, 1)", "datetime.date"),
+    ({"payment": {"amount": object()}}, "value['payment']['amount']", "value of type builtins.object"),
+    ({"tags": [1, {"a", "b"}]}, "value['tags'][1]", "value of type builtins.set"),
+    ([bytearray(b"x")], "value[0]", "value of type builtins.bytearray"),
+    ({"delay": timedelta(seconds=3)}, "value['delay']", "value of type datetime.timedelta"),
+    ({date(2024, 1, 1): 1}, "value key datetime.date(2024, 1, 1)", "value of type datetime.date"),
 ])
 def test_what_celery_refuses_is_still_refused_with_place_and_type(value: Any, where: str, type_name: str) -> None:
     with pytest.raises(SerializationError) as error:
