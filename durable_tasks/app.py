@@ -9,11 +9,13 @@ from celery import Celery
 from celery.utils.imports import gen_task_name
 
 from .celery_bridge import CeleryPublisher, install_bootstep, register_coordinator_task
+from .celery_events import WorkerEvents
 from .chain import CHAIN_WORKFLOW, ChainSleep, DurableChain, run_chain
 from .config import Settings, resolve_settings
 from .definitions import Workflow
 from .durations import parse_duration
 from .errors import ConfigurationError
+from .events import RunEvents
 from .handle import RunHandle, RunRecord, StepRecord, load_steps
 from .operations import Operations
 from .registry import STEP_ATTRIBUTE, StepDefinition, WorkflowDefinition
@@ -51,7 +53,9 @@ class Durable:
         self.operations = Operations(self.runtime.store, self.runtime.unit_of_work)
         self.runtime.registry.add(WorkflowDefinition(run_chain, CHAIN_WORKFLOW, None))
         self.advance_task = register_coordinator_task(self.runtime)
-        install_bootstep(self.runtime, self.timers)
+        self.events = WorkerEvents(app)  # sends only once this process turns out to be a worker
+        self.runtime.observers.append(RunEvents(self.events))
+        install_bootstep(self.runtime, self.timers, self.events)
         app._durable = self  # type: ignore[attr-defined]
 
     @property

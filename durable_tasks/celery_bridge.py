@@ -15,6 +15,7 @@ from typing import Any
 from celery import Celery, bootsteps
 
 from . import coordinator, outbox, recovery
+from .celery_events import WorkerEvents
 from .logs import RateLimitedLog
 from .messages import AdvanceMessage, Message, StepMessage
 from .runtime import Runtime
@@ -33,15 +34,17 @@ class CeleryPublisher:
         self.queue = queue
 
     def publish(self, message: Message) -> None:
+        # The run id is the Celery task id its monitoring events use (see durable_tasks.events), so a run's
+        # tasks name it as their root and parent and Flower lists them under the run.
         if isinstance(message, StepMessage):
             self.app.send_task(message.task, args=message.args, kwargs=message.kwargs, task_id=message.task_id,
                                headers=message.to_headers(), add_to_parent=False,
                                retries=message.attempt - 1,  # task.request.retries as under Celery
-                               **message.options)
+                               root_id=message.run_id, parent_id=message.run_id, **message.options)
         elif isinstance(message, AdvanceMessage):
             options = {"queue": self.queue} if self.queue else {}
             self.app.send_task(ADVANCE_TASK, args=[message.run_id], kwargs={"outbox_id": message.outbox_id},
-                               add_to_parent=False, **options)
+                               add_to_parent=False, root_id=message.run_id, parent_id=message.run_id, **options)
         else:
             raise TypeError(f"cannot publish {message!r}")
 
@@ -105,18 +108,27 @@ class WorkerServices:
             self._stop.wait(max(0.0, min(next_due.values()) - time.monotonic()))
 
 
-def install_bootstep(runtime: Runtime, timers: TimerBackend) -> None:
-    """Add the services to every worker of ``runtime.app`` (``celery -A proj worker``)."""
+def install_bootstep(runtime: Runtime, timers: TimerBackend, events: WorkerEvents,
+                     on_worker_start: Callable[[Any], None] | None = None) -> None:
+    """Add the services to every worker of ``runtime.app`` (``celery -A proj worker``).
+
+    Creating the bootstep is also how this process learns it is a worker: ``events`` starts sending as
+    that worker (before the pool forks, so prefork children inherit it), and ``on_worker_start(worker)``
+    runs in the worker's main process when it starts (the metrics endpoint).
+    """
 
     class DurableServices(bootsteps.StartStopStep):
-        """durable-tasks: outbox relay, timers, heartbeats and sweeper."""
+        """durable-tasks: outbox relay, timers, heartbeats, sweeper and monitoring events."""
 
         requires = {"celery.worker.components:Pool"}
 
         def __init__(self, worker: Any, **kwargs: Any) -> None:
             self.services: WorkerServices | None = None
+            events.attach(worker.hostname, worker.task_events)
 
         def start(self, worker: Any) -> None:
+            if on_worker_start is not None:
+                on_worker_start(worker)
             if runtime.settings.worker_services:
                 self.services = WorkerServices(runtime, timers)
                 self.services.start()
@@ -125,5 +137,6 @@ def install_bootstep(runtime: Runtime, timers: TimerBackend) -> None:
             if self.services is not None:
                 self.services.stop()
             runtime.identity.stop()
+            events.close()
 
     runtime.app.steps["worker"].add(DurableServices)

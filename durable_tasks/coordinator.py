@@ -63,7 +63,9 @@ def advance(runtime: Runtime, run_id: str, *, uow: UnitOfWork | None = None, con
 def _advance(runtime: Runtime, uow: UnitOfWork, run_id: str, owner: str, consume: int | None) -> None:
     run = queries.lock_run(uow.conn, run_id)
     if consume is not None:
-        queries.consume_outbox(uow.conn, consume)
+        announcement = queries.consume_outbox(uow.conn, consume).get("announce")  # an operator's change
+        if announcement and run is not None:
+            transitions.announce_run(uow, run, announcement)
     if run is None or run.status not in ACTIVE_RUN_STATUSES:
         return
     leased = run.lease_owner is not None and (run.lease_until or 0) >= time.time()

@@ -28,7 +28,7 @@ from .schema import attempts, outbox, runs, signals, steps, timers, workers
 # Hot-path statements, built once: building and hashing a statement costs more than running it here.
 _LOCK_RUN = (
     select(runs.c.id, runs.c.workflow, runs.c.status, runs.c.input, runs.c.lease_owner, runs.c.lease_until,
-           runs.c.wake_seq)
+           runs.c.wake_seq, runs.c.created_at)
     .where(runs.c.id == bindparam("run_id"))
     .with_for_update()
 )
@@ -136,13 +136,17 @@ def delete_runs(conn: Connection, run_ids: Sequence[str]) -> None:
 
 
 def list_runs(
-    conn: Connection, *, status: str | None = None, workflow: str | None = None, limit: int = 50
+    conn: Connection, *, status: str | None = None, workflow: str | None = None, since: float | None = None,
+    limit: int = 50
 ) -> list[RunRow]:
+    """The latest runs, newest first; ``since`` keeps runs created at or after that time."""
     query = select(runs).order_by(runs.c.created_at.desc()).limit(limit)
     if status:
         query = query.where(runs.c.status == status)
     if workflow:
         query = query.where(runs.c.workflow == workflow)
+    if since is not None:
+        query = query.where(runs.c.created_at >= since)
     return cast("list[RunRow]", list(conn.execute(query)))
 
 
@@ -236,8 +240,10 @@ def add_outbox(conn: Connection, run_id: str, kind: str, payload: dict[str, Any]
     return outbox_id
 
 
-def consume_outbox(conn: Connection, outbox_id: int) -> None:
-    conn.execute(delete(outbox).where(outbox.c.id == outbox_id))
+def consume_outbox(conn: Connection, outbox_id: int) -> dict[str, Any]:
+    """Delete an outbox row that is acted on; returns its payload (empty when it was consumed already)."""
+    payload = conn.execute(delete(outbox).where(outbox.c.id == outbox_id).returning(outbox.c.payload)).scalar()
+    return json.loads(payload) if payload and payload != "{}" else {}
 
 
 def any_due_dispatch(conn: Connection, now: float) -> bool:
