@@ -198,10 +198,12 @@ def test_durable_events_carry_step_detail(durable: Durable, tasks: dict[str, Any
                                                                   (handle.id, "succeeded")]
 
 
-def test_only_a_worker_with_task_events_sends(app: Celery) -> None:
+def test_only_a_worker_with_task_events_sends(app: Celery, caplog: pytest.LogCaptureFixture) -> None:
     sink = WorkerEvents(app)
     sink.send("task-started", {"uuid": "x"})  # a client: nothing, and no connection is opened
     assert sink._dispatcher is None
     sink.attach("w1@host", task_events=False)
     sink.send("task-started", {"uuid": "x"})
     assert sink._dispatcher is None and not sink.active
+    (warning,) = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert "w1@host" in warning and "-E" in warning
