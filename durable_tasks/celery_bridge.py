@@ -18,6 +18,7 @@ from . import coordinator, outbox, recovery
 from .celery_events import WorkerEvents
 from .logs import RateLimitedLog
 from .messages import AdvanceMessage, Message, StepMessage
+from .observe import notify_recovered
 from .runtime import Runtime
 from .timers import TimerBackend
 
@@ -74,12 +75,22 @@ class WorkerServices:
         self._duties: list[tuple[str, float, Callable[[], Any]]] = [
             ("timers", settings.timer_interval, timers.fire_due),
             ("relay", relay_every, self._relay),
-            ("sweeper", settings.sweep_interval, lambda: recovery.sweep(runtime)),
+            ("sweeper", settings.sweep_interval, self._sweep),
         ]
 
     def _relay(self) -> int:
-        return outbox.relay(self.runtime.store, self.runtime.publisher,
+        sent = outbox.relay(self.runtime.store, self.runtime.publisher,
                             redelivery_after=self.runtime.settings.redelivery_after)
+        if sent:
+            notify_recovered(self.runtime.observers, "relay_republished", sent)
+        return sent
+
+    def _sweep(self) -> recovery.SweepReport:
+        report = recovery.sweep(self.runtime)
+        for kind, count in (("leases_broken", report.leases_broken), ("stalled_runs", report.stalled)):
+            if count:
+                notify_recovered(self.runtime.observers, kind, count)
+        return report
 
     def start(self) -> None:
         self.runtime.store.ensure_ready()

@@ -47,6 +47,10 @@ class Settings:
     """Attempts of one step lost with their worker before the run is parked as failed (crash loops)."""
     worker_services: bool = True
     """Run the relay, timers, heartbeats and sweeper inside every Celery worker (a bootstep)."""
+    metrics_port: int | None = None
+    """Serve Prometheus metrics on this port from every worker (needs ``durable-tasks[metrics]``)."""
+    metrics_address: str = "127.0.0.1"
+    """Address the metrics endpoint listens on; ``0.0.0.0`` to be scraped from other hosts."""
 
     def __post_init__(self) -> None:
         for name in ("heartbeat_interval", "worker_timeout", "redelivery_after", "timer_interval",

@@ -131,8 +131,8 @@ def _run_task_events(transition: Transition) -> list[Event]:
                                           "eta": None}))
     elif status == RunStatus.FAILED:
         error = _loads(detail.get("error")) or {}
-        events.append(("task-failed", {**base, "exception": _exception(error), "traceback": error.get("traceback") or error.get("summary"),
-                                       "eta": None}))
+        events.append(("task-failed", {**base, "exception": _exception(error), "eta": None,
+                                       "traceback": error.get("traceback") or error.get("summary")}))
     elif status == RunStatus.CANCELLED:
         error = _loads(detail.get("error")) or {}
         events.append(("task-revoked", {**base, "terminated": False, "signum": None, "expired": False,

@@ -55,6 +55,8 @@ class StepRecord:
     started_at: float | None
     finished_at: float | None
     attempts: tuple[AttemptRecord, ...] = ()
+    due_at: float | None = None
+    """When a sleep ends (or ended), or when a retrying step's next attempt starts."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,7 @@ def load_steps(store: Store, run_id: str) -> list[StepRecord]:
     with store.read() as conn:
         journal = queries.load_journal(conn, run_id)
         attempts = queries.list_attempts(conn, run_id)
+        timers = queries.pending_timers(conn, run_id)
     by_position: dict[int, list[AttemptRecord]] = {}
     for row in attempts:
         by_position.setdefault(row.position, []).append(AttemptRecord(
@@ -102,9 +105,17 @@ def load_steps(store: Store, run_id: str) -> list[StepRecord]:
     return [
         StepRecord(row.position, row.step_key, row.kind, row.name, row.status, row.attempt, loads(row.result),
                    _current_error(row), row.worker, row.celery_task_id, row.created_at, row.started_at,
-                   row.finished_at, tuple(by_position.get(row.position, ())) or _first_try(row))
+                   row.finished_at, tuple(by_position.get(row.position, ())) or _first_try(row),
+                   timers.get(row.position) or _sleep_until(row))
         for _, row in sorted(journal.items())
     ]
+
+
+def _sleep_until(row: StepRow) -> float | None:
+    if row.kind != StepKind.SLEEP or not row.request:
+        return None
+    until = json.loads(row.request).get("until")
+    return float(until) if until is not None else None
 
 
 def _current_error(row: StepRow) -> dict[str, Any] | None:

@@ -12,13 +12,14 @@ from collections.abc import Sequence
 from itertools import takewhile
 from typing import Any, cast
 
-from sqlalchemy import Connection, bindparam, delete, insert, literal, or_, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, literal, or_, select, update
 
 from ..records import AttemptRow, LockedRun, RunRow, StepRow, TimerRow, WorkerRow
 from ..vocabulary import (
     ACTIVE_RUN_STATUSES,
     PENDING_STEP_STATUSES,
     AttemptStatus,
+    OutboxKind,
     RunStatus,
     StepKind,
     StepStatus,
@@ -313,6 +314,12 @@ def insert_timer(conn: Connection, run_id: str, position: int, purpose: str, due
     conn.execute(insert(timers).values(run_id=run_id, position=position, purpose=purpose, due_at=due_at))
 
 
+def pending_timers(conn: Connection, run_id: str) -> dict[int, float]:
+    """The due times of a run's unfired timers, by step position."""
+    query = select(timers.c.position, timers.c.due_at).where(timers.c.run_id == run_id, timers.c.fired_at.is_(None))
+    return {position: due_at for position, due_at in conn.execute(query)}
+
+
 def due_timers(conn: Connection, now: float, limit: int) -> list[TimerRow]:
     query = (
         select(timers)
@@ -450,3 +457,31 @@ def stalled_runs(conn: Connection, before: float, limit: int) -> list[str]:
         .limit(limit)
     )
     return list(conn.execute(query).scalars())
+
+
+# --- monitoring (read on each metrics scrape) -------------------------------------------------------
+
+
+def count_runs(conn: Connection) -> list[tuple[str, str, int]]:
+    """``(workflow, status, runs)`` for every workflow and status in the journal."""
+    query = select(runs.c.workflow, runs.c.status, func.count()).group_by(runs.c.workflow, runs.c.status)
+    return [(workflow, status, count) for workflow, status, count in conn.execute(query)]
+
+
+def outbox_backlog(conn: Connection) -> dict[str, tuple[int, float | None]]:
+    """Unconsumed messages by kind (``advance`` rows, ``dispatch`` steps): ``(count, oldest created_at)``."""
+    advances = conn.execute(select(func.count(), func.min(outbox.c.created_at))).one()
+    dispatches = conn.execute(
+        select(func.count(), func.min(steps.c.created_at))
+        .where(steps.c.status == StepStatus.DISPATCHED, steps.c.kind == StepKind.TASK)
+    ).one()
+    return {OutboxKind.ADVANCE: (advances[0], advances[1]), OutboxKind.DISPATCH: (dispatches[0], dispatches[1])}
+
+
+def timer_backlog(conn: Connection, now: float) -> tuple[int, int, float | None]:
+    """Unfired timers: ``(pending, overdue, earliest due_at among the overdue)``."""
+    pending = conn.execute(select(func.count()).where(timers.c.fired_at.is_(None))).scalar_one()
+    overdue, earliest = conn.execute(
+        select(func.count(), func.min(timers.c.due_at)).where(timers.c.fired_at.is_(None), timers.c.due_at <= now)
+    ).one()
+    return pending, overdue, earliest

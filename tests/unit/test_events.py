@@ -83,7 +83,7 @@ def pump(durable: Durable, broker: Kept, *, fail: bool = False, only: type | Non
         if isinstance(message, StepMessage):
             task = durable.app.tasks[message.task]
             try:
-                execute(durable.runtime, task, message, lambda *a, **k: task.run(*a, **k))
+                execute(durable.runtime, task, message, task.run)
             except Exception:
                 if not fail:
                     raise
