@@ -55,26 +55,27 @@ Event = tuple[str, dict[str, Any]]
 
 
 class EventSink(Protocol):
-    """Where events go: ``send("task-started", {"uuid": ..., ...})``. Must not block for long."""
+    """Where events go: the events of one commit, in order, as ``(type, fields)`` pairs.
 
-    def send(self, type: str, fields: Mapping[str, Any]) -> None: ...
+    ``send([("task-started", {"uuid": ..., ...}), ...])``; it must not block for long.
+    """
+
+    def send(self, events: Sequence[Event]) -> None: ...
 
 
 class RunEvents:
-    """The observer that sends a batch's events to ``sink`` (errors are logged, rate-limited)."""
+    """The observer that sends each commit's events to ``sink`` (errors are logged, rate-limited)."""
 
     def __init__(self, sink: EventSink) -> None:
         self.sink = sink
 
     def on_committed(self, transitions: Sequence[Transition]) -> None:
-        for type_, fields in events_for(transitions):
-            try:
-                self.sink.send(type_, fields)
-            except Exception:
-                _send_failures.exception("send", "Could not send the %s event of run %s (events are "
-                                         "best-effort; the journal has the change).", type_, fields.get("run_id")
-                                         or fields.get("uuid"), level=logging.WARNING)
-                return
+        events = events_for(transitions)
+        try:
+            self.sink.send(events)
+        except Exception:
+            _send_failures.exception("send", "Could not send the events of run %s (events are best-effort; the "
+                                     "journal has the change).", transitions[0].run_id, level=logging.WARNING)
 
 
 def events_for(transitions: Sequence[Transition]) -> list[Event]:

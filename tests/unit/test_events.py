@@ -8,7 +8,7 @@ and the events observer writes into a list instead of the broker. Each phase's e
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -34,12 +34,13 @@ class Flowerish:
         self.state = State()
         self.clock = 0
 
-    def send(self, type: str, fields: Mapping[str, Any]) -> None:
-        self.clock += 1
-        event = {"type": type, "hostname": WORKER, "clock": self.clock, "local_received": time.time(),
-                 "timestamp": time.time(), **fields}
-        self.events.append((type, dict(fields)))
-        self.state.event(event)
+    def send(self, events: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+        for type_, fields in events:
+            self.clock += 1
+            event = {"type": type_, "hostname": WORKER, "clock": self.clock, "local_received": time.time(),
+                     "timestamp": time.time(), **fields}
+            self.events.append((type_, dict(fields)))
+            self.state.event(event)
 
     def task(self, run_id: str) -> Any:
         return self.state.tasks[run_id]
@@ -200,10 +201,10 @@ def test_durable_events_carry_step_detail(durable: Durable, tasks: dict[str, Any
 
 def test_only_a_worker_with_task_events_sends(app: Celery, caplog: pytest.LogCaptureFixture) -> None:
     sink = WorkerEvents(app)
-    sink.send("task-started", {"uuid": "x"})  # a client: nothing, and no connection is opened
+    sink.send([("task-started", {"uuid": "x"})])  # a client: nothing, and no connection is opened
     assert sink._dispatcher is None
     sink.attach("w1@host", task_events=False)
-    sink.send("task-started", {"uuid": "x"})
+    sink.send([("task-started", {"uuid": "x"})])
     assert sink._dispatcher is None and not sink.active
     (warning,) = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
     assert "w1@host" in warning and "-E" in warning
