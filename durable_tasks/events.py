@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Container, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -64,13 +65,26 @@ class EventSink(Protocol):
 
 
 class RunEvents:
-    """The observer that sends each commit's events to ``sink`` (errors are logged, rate-limited)."""
+    """The observer that sends each commit's events to ``sink`` (errors are logged, rate-limited).
 
-    def __init__(self, sink: EventSink) -> None:
+    It remembers (up to ``remember`` of them) the runs this process has announced, so the first event it
+    sends about a run that started elsewhere (a client's ``Workflow.run``, another worker, before a
+    restart) opens it with its name and arguments too.
+    """
+
+    def __init__(self, sink: EventSink, *, remember: int = 10_000) -> None:
         self.sink = sink
+        self.remember = remember
+        self._seen: OrderedDict[str, None] = OrderedDict()
 
     def on_committed(self, transitions: Sequence[Transition]) -> None:
-        events = events_for(transitions)
+        events = events_for(transitions, self._seen)
+        for transition in transitions:
+            if transition.subject == "run":
+                self._seen[transition.run_id] = None
+                self._seen.move_to_end(transition.run_id)
+        while len(self._seen) > self.remember:
+            self._seen.popitem(last=False)
         try:
             self.sink.send(events)
         except Exception:
@@ -78,16 +92,22 @@ class RunEvents:
                                      "journal has the change).", transitions[0].run_id, level=logging.WARNING)
 
 
-def events_for(transitions: Sequence[Transition]) -> list[Event]:
+def events_for(transitions: Sequence[Transition], seen: Container[str] = frozenset()) -> list[Event]:
     """The events of one committed batch, in order: task events for Flower, then ``durable-*`` detail.
 
-    A run that leaves ``pending`` in this batch is announced (received, started) before anything else of
-    the batch, so a sleep journaled in the same commit shows after it.
+    A run that leaves ``pending`` in this batch, or that is not in ``seen`` (the runs this process has
+    announced already), is opened (received, started) before anything else of the batch, so a sleep
+    journaled in the same commit shows after it. Opening a run Flower knows already changes nothing there:
+    Celery's state only merges the name and arguments of a late ``task-received``.
     """
     events: list[Event] = []
+    opened: set[str] = set()
     for transition in transitions:
-        if transition.subject == "run" and transition.detail.get("previous") == RunStatus.PENDING:
+        if transition.subject != "run" or transition.status == RunStatus.PENDING or transition.run_id in opened:
+            continue  # a run just created is not running yet: it opens at its first advance
+        if transition.detail.get("previous") == RunStatus.PENDING or transition.run_id not in seen:
             events.extend(_opening(transition))
+            opened.add(transition.run_id)
     for transition in transitions:
         if transition.subject == "run":
             events.extend(_run_task_events(transition))
@@ -115,6 +135,7 @@ def _opening(transition: Transition) -> list[Event]:
 
 
 def _run_task_events(transition: Transition) -> list[Event]:
+    # After _opening (RECEIVED, STARTED) a run still RUNNING needs nothing more, whatever came before.
     detail = transition.detail
     status = transition.status
     previous = detail.get("previous")
@@ -124,7 +145,7 @@ def _run_task_events(transition: Transition) -> list[Event]:
         # Only RETRY leaves a custom or finished state in Celery's state machine.
         events.append(("task-retried", {**base, "exception": _reopened_because(status, previous),
                                         "traceback": None}))
-    if status == RunStatus.RUNNING and previous != RunStatus.PENDING:
+    if status == RunStatus.RUNNING and previous not in (RunStatus.PENDING, RunStatus.RUNNING, None):
         events.append(("task-started", {**base, "exception": None, "traceback": None, "eta": None}))
     elif status == RunStatus.SUCCEEDED:
         events.append(("task-succeeded", {**base, "result": _short(_loads(detail.get("result"))),

@@ -99,9 +99,8 @@ def settle_run(uow: UnitOfWork, run: LockedRun, outcome: RunOutcome, *, lease_ow
         queries.update_run(uow.conn, run.id, lease_owner=None, lease_until=None, **values)
     if outcome.status != run.status or outcome.finished:
         # What observers need to show the run (events, metrics, traces) without reading it again.
-        detail = {"workflow": run.workflow, "previous": run.status, "created_at": run.created_at}
-        if run.status == RunStatus.PENDING:
-            detail["input"] = run.input
+        detail = {"workflow": run.workflow, "previous": run.status, "created_at": run.created_at,
+                  "input": run.input}
         if outcome.result is not None:
             detail["result"] = outcome.result
         if outcome.error is not None:
@@ -149,7 +148,8 @@ def announce_run(uow: UnitOfWork, run: LockedRun, announcement: Mapping[str, Any
     worker consumes the advance it asked for. Nothing is written: the transition is noted with
     ``announced`` in its detail, so counters (which counted the change where it happened) skip it.
     """
-    detail: dict[str, Any] = {"workflow": run.workflow, "created_at": run.created_at, **announcement}
+    detail: dict[str, Any] = {"workflow": run.workflow, "created_at": run.created_at, "input": run.input,
+                              **announcement}
     if announcement.get("announced") == ANNOUNCE_RESUMED:
         detail["previous"] = RunStatus.FAILED
     uow.note(Transition("run", run.id, run.status, time.time(), detail=detail))

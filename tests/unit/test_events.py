@@ -208,3 +208,20 @@ def test_only_a_worker_with_task_events_sends(app: Celery, caplog: pytest.LogCap
     assert sink._dispatcher is None and not sink.active
     (warning,) = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
     assert "w1@host" in warning and "-E" in warning
+
+
+def test_a_run_first_advanced_by_a_client_opens_with_its_name_and_arguments_in_the_worker(
+        durable: Durable, tasks: dict[str, Any], flower: Flowerish, broker: Kept) -> None:
+    @durable.workflow(name="shop.inline_first")
+    def inline_first(ctx: Any, order: int) -> int:
+        ctx.step("reserve", lambda: order)
+        return int(ctx.run(tasks["add"], order, 1))
+
+    observers = list(durable.runtime.observers)
+    durable.runtime.observers[:] = []  # Workflow.run in a client: the first advance sends nothing
+    handle = inline_first.run(7)
+    durable.runtime.observers[:] = observers
+    pump(durable, broker)  # the worker journals the step's result and finishes the run
+    task = flower.task(handle.id)
+    assert (task.name, task.args, task.state, task.result) == ("shop.inline_first", "(7,)", "SUCCESS", "8")
+    assert task.received is not None and task.started is not None
