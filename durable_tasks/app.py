@@ -179,10 +179,11 @@ class Durable:
         """The handle of an existing run."""
         return RunHandle(self.store, run_id)
 
-    def runs(self, *, status: str | None = None, workflow: str | None = None, limit: int = 50) -> list[RunRecord]:
-        """The latest runs, newest first, optionally filtered."""
+    def runs(self, *, status: str | None = None, workflow: str | None = None, since: float | None = None,
+             limit: int = 50) -> list[RunRecord]:
+        """The latest runs, newest first, optionally filtered (``since``: created at or after, epoch seconds)."""
         with self.store.read() as conn:
-            rows = queries.list_runs(conn, status=status, workflow=workflow, limit=limit)
+            rows = queries.list_runs(conn, status=status, workflow=workflow, since=since, limit=limit)
         return [RunRecord.from_row(row) for row in rows]
 
     def steps(self, run_id: str) -> list[StepRecord]:
