@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
@@ -10,11 +11,13 @@ from celery import Celery
 from celery.utils.imports import gen_task_name
 
 from .celery_bridge import CeleryPublisher, install_bootstep, register_coordinator_task
+from .celery_events import WorkerEvents
 from .chain import CHAIN_WORKFLOW, ChainSleep, DurableChain, run_chain
 from .config import Settings, resolve_settings
 from .definitions import Workflow
 from .durations import parse_duration
 from .errors import ConfigurationError
+from .events import RunEvents
 from .handle import RunHandle, RunRecord, StepRecord, load_steps
 from .operations import Operations
 from .registry import STEP_ATTRIBUTE, StepDefinition, WorkflowDefinition
@@ -27,6 +30,7 @@ from .task_step import make_step
 from .timers import DatabaseTimers, TimerBackend
 
 F = TypeVar("F", bound=Callable[..., Any])
+logger = logging.getLogger("durable_tasks.worker")
 
 
 class Durable:
@@ -52,8 +56,30 @@ class Durable:
         self.operations = Operations(self.runtime.store, self.runtime.unit_of_work)
         self.runtime.registry.add(WorkflowDefinition(run_chain, CHAIN_WORKFLOW, None))
         self.advance_task = register_coordinator_task(self.runtime)
-        install_bootstep(self.runtime, self.timers)
+        self.events = WorkerEvents(app)  # sends only once this process turns out to be a worker
+        self.runtime.observers.append(RunEvents(self.events))
+        install_bootstep(self.runtime, self.timers, self.events, self._metrics_endpoint())
         app._durable = self  # type: ignore[attr-defined]
+
+    def _metrics_endpoint(self) -> Callable[[Any], None] | None:
+        """With ``metrics_port``: count this process's transitions, and serve them from the worker."""
+        port = self.runtime.settings.metrics_port
+        if port is None:
+            return None
+        from .integrations.prometheus import metrics_registry, serve  # the optional extra, only when asked
+
+        registry, counters = metrics_registry(self.store, worker_timeout=self.settings.worker_timeout)
+        self.runtime.observers.append(counters)
+
+        def start(worker: Any) -> None:
+            try:
+                serve(registry, port, self.settings.metrics_address)
+            except OSError as exc:
+                logger.error("Could not serve durable-tasks metrics on %s:%d (%s); is another worker on this "
+                             "host using the port? Give each worker its own durable_metrics_port.",
+                             self.settings.metrics_address, port, exc)
+
+        return start
 
     @property
     def settings(self) -> Settings:

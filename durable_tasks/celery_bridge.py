@@ -16,8 +16,10 @@ from typing import Any
 from celery import Celery, bootsteps, signals
 
 from . import coordinator, outbox, recovery, retention
+from .celery_events import WorkerEvents
 from .logs import RateLimitedLog
 from .messages import AdvanceMessage, Message, StepMessage
+from .observe import notify_recovered
 from .runtime import Runtime
 from .timers import TimerBackend
 from .vocabulary import ProcessRole
@@ -70,15 +72,17 @@ class CeleryPublisher:
         return depths
 
     def publish(self, message: Message) -> None:
+        # The run id is the Celery task id its monitoring events use (see durable_tasks.events), so a run's
+        # tasks name it as their root and parent and Flower lists them under the run.
         if isinstance(message, StepMessage):
             self.app.send_task(message.task, args=message.args, kwargs=message.kwargs, task_id=message.task_id,
                                headers=message.to_headers(), add_to_parent=False,
                                retries=message.attempt - 1,  # task.request.retries as under Celery
-                               **message.options)
+                               root_id=message.run_id, parent_id=message.run_id, **message.options)
         elif isinstance(message, AdvanceMessage):
             options = {"queue": self.queue} if self.queue else {}
             self.app.send_task(ADVANCE_TASK, args=[message.run_id], kwargs={"outbox_id": message.outbox_id},
-                               add_to_parent=False, **options)
+                               add_to_parent=False, root_id=message.run_id, parent_id=message.run_id, **options)
         else:
             raise TypeError(f"cannot publish {message!r}")
 
@@ -117,13 +121,23 @@ class WorkerServices:
         self._duties: list[tuple[str, float, Callable[[], Any]]] = [
             ("timers", settings.timer_interval, timers.fire_due),
             ("relay", relay_every, self._relay),
-            ("sweeper", settings.sweep_interval, lambda: recovery.sweep(runtime)),
+            ("sweeper", settings.sweep_interval, self._sweep),
             ("retention", settings.retention_interval, lambda: retention.prune_expired(runtime)),
         ]
 
     def _relay(self) -> int:
-        return outbox.relay(self.runtime.store, self.runtime.publisher,
+        sent = outbox.relay(self.runtime.store, self.runtime.publisher,
                             redelivery_after=self.runtime.settings.redelivery_after)
+        if sent:
+            notify_recovered(self.runtime.observers, "relay_republished", sent)
+        return sent
+
+    def _sweep(self) -> recovery.SweepReport:
+        report = recovery.sweep(self.runtime)
+        for kind, count in (("leases_broken", report.leases_broken), ("stalled_runs", report.stalled)):
+            if count:
+                notify_recovered(self.runtime.observers, kind, count)
+        return report
 
     def start(self) -> None:
         self.runtime.store.ensure_ready()
@@ -153,18 +167,27 @@ class WorkerServices:
             self._stop.wait(max(0.0, min(next_due.values()) - time.monotonic()))
 
 
-def install_bootstep(runtime: Runtime, timers: TimerBackend) -> None:
-    """Add the services to every worker of ``runtime.app`` (``celery -A proj worker``)."""
+def install_bootstep(runtime: Runtime, timers: TimerBackend, events: WorkerEvents,
+                     on_worker_start: Callable[[Any], None] | None = None) -> None:
+    """Add the services to every worker of ``runtime.app`` (``celery -A proj worker``).
+
+    Creating the bootstep is also how this process learns it is a worker: ``events`` starts sending as
+    that worker (before the pool forks, so prefork children inherit it), and ``on_worker_start(worker)``
+    runs in the worker's main process when it starts (the metrics endpoint).
+    """
 
     class DurableServices(bootsteps.StartStopStep):
-        """durable-tasks: outbox relay, timers, heartbeats and sweeper."""
+        """durable-tasks: outbox relay, timers, heartbeats, sweeper and monitoring events."""
 
         requires = {"celery.worker.components:Pool"}
 
         def __init__(self, worker: Any, **kwargs: Any) -> None:
             self.services: WorkerServices | None = None
+            events.attach(worker.hostname, worker.task_events)
 
         def start(self, worker: Any) -> None:
+            if on_worker_start is not None:
+                on_worker_start(worker)
             if runtime.settings.worker_services:
                 self.services = WorkerServices(runtime, timers)
                 self.services.start()
@@ -173,6 +196,7 @@ def install_bootstep(runtime: Runtime, timers: TimerBackend) -> None:
             if self.services is not None:
                 self.services.stop()
             runtime.identity.stop()
+            events.close()
 
     runtime.app.steps["worker"].add(DurableServices)
 

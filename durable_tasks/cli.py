@@ -1,4 +1,4 @@
-"""The ``durable`` command: database migrations, the demo, and operating runs.
+"""The ``durable`` command: database migrations, the demo, watching and operating runs, metrics.
 
 The store comes from ``-A APP`` (your Celery app or your :class:`~durable_tasks.Durable` instance, named as
 ``celery -A`` names an app), else from ``--store URL`` / ``$DURABLE_STORE``, else the default SQLite file.
@@ -11,10 +11,12 @@ text is printed literally (see :mod:`durable_tasks.cli_console`).
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
 import click
@@ -29,7 +31,8 @@ from .cli_console import (
     tolerate_unencodable_output,
     warn_error,
 )
-from .cli_render import render_run, render_runs, render_steps, render_workers
+from .cli_render import render_run, render_runs, render_workers
+from .cli_timeline import render_timeline, run_json, step_json
 from .durations import parse_duration
 from .errors import DurableError
 from .handle import RunRecord, load_run, load_steps
@@ -195,41 +198,100 @@ def runs() -> None:
     """List, inspect and operate runs."""
 
 
+def _since(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    """``--since``: an age (``2h``, ``30m``, ``7d``) or a date and time (``2024-05-01``, ``2024-05-01T09:30``)."""
+    if value is None:
+        return None
+    try:
+        return time.time() - parse_duration(value)
+    except DurableError:
+        pass
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        raise click.BadParameter(f"'{neutralise(value)}' is neither an age such as 2h or 7d nor a date such as "
+                                 "2024-05-01 or 2024-05-01T09:30.") from None
+
+
+def _print_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+
+
 @runs.command("list")
 @click.option("--status", type=click.Choice(RUN_STATUSES), help="Only runs with this status.")
 @click.option("--workflow", callback=_journal_text, help="Only runs of this workflow.")
+@click.option("--since", callback=_since, metavar="AGE|DATE",
+              help="Only runs created since then: an age (2h, 7d) or a date/time (2024-05-01T09:30, local time).")
 @click.option("--limit", default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
 @store_options
 @click.pass_context
-def runs_list(ctx: click.Context, status: str | None, workflow: str | None, limit: int) -> None:
+def runs_list(ctx: click.Context, status: str | None, workflow: str | None, since: float | None, limit: int,
+              as_json: bool) -> None:
     """The latest runs, newest first."""
     def read() -> list[Any]:
         with _context(ctx).store.read() as conn:
-            return queries.list_runs(conn, status=status, workflow=workflow, limit=limit)
+            return queries.list_runs(conn, status=status, workflow=workflow, created_after=since, limit=limit)
 
-    rows = _guarded(read)
-    make_console().print(render_runs([RunRecord.from_row(row) for row in rows]))
+    records = [RunRecord.from_row(row) for row in _guarded(read)]
+    if as_json:
+        _print_json([run_json(run) for run in records])
+    else:
+        make_console().print(render_runs(records))
 
 
 @runs.command("show")
 @click.argument("run_id", callback=_journal_text)
 @click.option("--traceback", "show_tracebacks", is_flag=True, help="Print the traceback of failed attempts.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run and its steps as JSON.")
 @store_options
 @click.pass_context
-def runs_show(ctx: click.Context, run_id: str, show_tracebacks: bool) -> None:
-    """A run with its steps, states, attempts and timings."""
+def runs_show(ctx: click.Context, run_id: str, show_tracebacks: bool, as_json: bool) -> None:
+    """A run and its timeline: each step, its attempts, durations, errors, sleeps and awaited events."""
     store = _context(ctx).store
     run = _guarded(lambda: load_run(store, run_id))
     steps = _guarded(lambda: load_steps(store, run_id))
+    if as_json:
+        _print_json({"run": run_json(run), "steps": [step_json(step) for step in steps]})
+        return
     console = make_console()
     console.print(render_run(run))
-    console.print(render_steps(steps))
+    console.print(render_timeline(steps))
     if show_tracebacks:
         for step in steps:
             for attempt in step.attempts:
                 if attempt.traceback:
                     heading(console, f"{step.step_key} attempt {attempt.attempt} ({attempt.status})")
                     console.print(literal(attempt.traceback), soft_wrap=True)
+
+
+@runs.command("watch")
+@click.argument("run_id", callback=_journal_text)
+@click.option("--interval", default=0.5, show_default=True, help="Seconds between two reads of the journal.")
+@click.option("--timeout", type=float, help="Stop watching after this many seconds (exit status 3).")
+@store_options
+@click.pass_context
+def runs_watch(ctx: click.Context, run_id: str, interval: float, timeout: float | None) -> None:
+    """Follow a run live, with a progress bar of its steps, until it ends.
+
+    Exit status: 0 when the run succeeded, 1 when it failed or was cancelled, 3 on --timeout.
+    """
+    from .cli_watch import watch
+
+    store = _context(ctx).store
+
+    def read() -> tuple[RunRecord, list[Any]]:
+        return load_run(store, run_id), load_steps(store, run_id)
+
+    run = _guarded(lambda: watch(read, make_console(), interval=interval, timeout=timeout))
+    if run.status == RunStatus.SUCCEEDED:
+        return
+    if run.status in (RunStatus.FAILED, RunStatus.CANCELLED):
+        error = run.error or {}
+        warn_error(f"Run {run_id} {run.status}: {error.get('type')}: {error.get('message')}")
+        raise SystemExit(1)
+    warn_error(f"Run {run_id} is still {run.status} after {timeout}s.")
+    raise SystemExit(3)
 
 
 def _operate(ctx: click.Context, call: Any, done: Any) -> None:
@@ -337,6 +399,44 @@ def workers(ctx: click.Context) -> None:
 
     rows = _guarded(read)
     make_console().print(render_workers(rows, time.time(), context.worker_timeout))
+
+
+# --- metrics ---------------------------------------------------------------------------------------------
+
+
+@main.group()
+@store_options
+def metrics() -> None:
+    """Prometheus metrics read from the journal (needs durable-tasks[metrics])."""
+
+
+@metrics.command("serve")
+@click.option("--port", default=9808, show_default=True, help="Port of the /metrics endpoint.")
+@click.option("--address", default="127.0.0.1", show_default=True,
+              help="Address to listen on; 0.0.0.0 to be scraped from other hosts.")
+@store_options
+@click.pass_context
+def metrics_serve(ctx: click.Context, port: int, address: str) -> None:
+    """Serve the journal's gauges (runs by status, outbox and timer backlogs, parked runs) until stopped.
+
+    Counters of attempts, retries and recoveries are served by the workers (durable_metrics_port).
+    """
+    context = _context(ctx)
+
+    def start() -> None:
+        from .integrations.prometheus import metrics_registry, serve
+
+        context.store.ensure_ready()
+        registry, _ = metrics_registry(context.store, worker_timeout=context.worker_timeout)
+        serve(registry, port, address)
+
+    _guarded(start)
+    say(f"Serving durable-tasks metrics on http://{address}:{port}/metrics (Ctrl-C to stop).")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
 
 
 if __name__ == "__main__":

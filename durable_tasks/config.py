@@ -65,6 +65,10 @@ class Settings:
     sqlite_synchronous: str = "full"
     """SQLite's ``PRAGMA synchronous``: ``"full"`` (a commit is on disk before a step counts as done) or
     ``"normal"`` (faster commits; a power loss may undo the last ones, and their steps run again)."""
+    metrics_port: int | None = None
+    """Serve Prometheus metrics on this port from every worker (needs ``durable-tasks[metrics]``)."""
+    metrics_address: str = "127.0.0.1"
+    """Address the metrics endpoint listens on; ``0.0.0.0`` to be scraped from other hosts."""
 
     def __post_init__(self) -> None:
         for name in ("heartbeat_interval", "worker_timeout", "redelivery_after", "timer_interval",

@@ -37,6 +37,7 @@ from .retry import NO_RETRY, RetryPolicy
 from .runtime import Runtime
 from .serialization import dumps, loads
 from .store import queries
+from .tracing import TRACE_KEY
 from .transitions import RunOutcome
 from .vocabulary import ACTIVE_RUN_STATUSES, RunStatus, StepKind, StepStatus
 from .workflow import WorkflowContext
@@ -63,7 +64,9 @@ def advance(runtime: Runtime, run_id: str, *, uow: UnitOfWork | None = None, con
 def _advance(runtime: Runtime, uow: UnitOfWork, run_id: str, owner: str, consume: int | None) -> None:
     run = queries.lock_run(uow.conn, run_id)
     if consume is not None:
-        queries.consume_outbox(uow.conn, consume)
+        announcement = queries.consume_outbox(uow.conn, consume).get("announce")  # an operator's change
+        if announcement and run is not None:
+            transitions.announce_run(uow, run, announcement)
     if run is None or run.status not in ACTIVE_RUN_STATUSES:
         return
     leased = run.lease_owner is not None and (run.lease_until or 0) >= time.time()
@@ -130,6 +133,7 @@ class Replay:
         self.lease = lease
         self.run = run
         self.workflow = workflow
+        self.trace: str | None = None
 
     def execute(self) -> RunOutcome:
         """Call the workflow; return what it decided for the run (status, result or error)."""
@@ -137,6 +141,7 @@ class Replay:
         journal = queries.load_journal(self.uow.conn, run.id)
         ctx = WorkflowContext(run.id, run.workflow, journal, self)
         call = loads(run.input)
+        self.trace = call.get(TRACE_KEY)
         try:
             value = self.workflow.fn(ctx, *call.get("args", ()), **call.get("kwargs", {}))
         except Suspend as suspended:
@@ -171,7 +176,7 @@ class Replay:
             if policy.timeout:
                 options.setdefault("soft_time_limit", policy.timeout)
                 options.setdefault("time_limit", policy.timeout + 5)
-            request = step_request(name, call["args"], call["kwargs"], options, policy.to_json())
+            request = step_request(name, call["args"], call["kwargs"], options, policy.to_json(), self.trace)
             text = dumps(request, what=f"arguments of step {step_key!r} in run {run_id}",
                          max_bytes=self.runtime.settings.max_payload_bytes)
         except (PayloadError, ConfigurationError, UnknownTaskError) as exc:
@@ -204,7 +209,9 @@ class Replay:
         failure: BaseException | None = None
         text = ""
         try:
-            with running_step(StepInfo(run_id, step_key, position, attempt, self.runtime.is_cancelled)):
+            with self.runtime.tracing.step_attempt(self.trace, run_id=run_id, step_key=step_key, attempt=attempt,
+                                                   kind=StepKind.INLINE), \
+                    running_step(StepInfo(run_id, step_key, position, attempt, self.runtime.is_cancelled)):
                 value = fn(*args, **kwargs)
             if policy.timeout and time.time() - started > policy.timeout:
                 raise TimeoutError(f"took {time.time() - started:.1f}s, over its timeout of {policy.timeout}s")

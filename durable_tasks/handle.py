@@ -57,7 +57,7 @@ class StepRecord:
     finished_at: float | None
     attempts: tuple[AttemptRecord, ...] = ()
     due_at: float | None = None
-    """When a ``retrying`` step's next attempt is due, or when a ``sleeping`` step wakes up."""
+    """When a sleep ends (or ended), or when a retrying step's next attempt starts."""
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ def load_steps(store: Store, run_id: str) -> list[StepRecord]:
     with store.read() as conn:
         journal = queries.load_journal(conn, run_id)
         attempts = queries.list_attempts(conn, run_id)
-        due = {timer.position: timer.due_at for timer in queries.pending_timers(conn, run_id)}
+        timers = queries.pending_timers(conn, run_id)
     by_position: dict[int, list[AttemptRecord]] = {}
     for row in attempts:
         by_position.setdefault(row.position, []).append(AttemptRecord(
@@ -122,9 +122,16 @@ def load_steps(store: Store, run_id: str) -> list[StepRecord]:
         StepRecord(row.position, row.step_key, row.kind, row.name, row.status, row.attempt, loads(row.result),
                    _current_error(row), row.worker, row.celery_task_id, row.created_at, row.started_at,
                    row.finished_at, tuple(by_position.get(row.position, ())) or _first_try(row),
-                   due.get(row.position))
+                   timers.get(row.position) or _sleep_until(row))
         for _, row in sorted(journal.items())
     ]
+
+
+def _sleep_until(row: StepRow) -> float | None:
+    if row.kind != StepKind.SLEEP or not row.request:
+        return None
+    until = json.loads(row.request).get("until")
+    return float(until) if until is not None else None
 
 
 def _current_error(row: StepRow) -> dict[str, Any] | None:

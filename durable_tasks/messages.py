@@ -37,11 +37,15 @@ class StepMessage:
     kwargs: dict[str, Any] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
     retry: dict[str, Any] | None = None
+    trace: str | None = None
 
     def to_headers(self) -> dict[str, Any]:
-        """The message's Celery headers: the step's address in the journal."""
-        return {HEADER: {"run": self.run_id, "position": self.position, "step_key": self.step_key,
-                         "attempt": self.attempt, "retry": self.retry}}
+        """The message's Celery headers: the step's address in the journal, and the run's trace context."""
+        header = {"run": self.run_id, "position": self.position, "step_key": self.step_key,
+                  "attempt": self.attempt, "retry": self.retry}
+        if self.trace:
+            header["trace"] = self.trace
+        return {HEADER: header}
 
     @classmethod
     def from_headers(cls, header: Mapping[str, Any], *, task: str, task_id: str, args: list[Any],
@@ -49,7 +53,7 @@ class StepMessage:
         """Read a delivered message back (``header`` is ``task.request.durable``)."""
         return cls(run_id=header["run"], position=header["position"], step_key=header["step_key"],
                    attempt=header["attempt"], task=task, task_id=task_id, args=args, kwargs=kwargs,
-                   retry=header.get("retry"))
+                   retry=header.get("retry"), trace=header.get("trace"))
 
     @classmethod
     def from_request(cls, run_id: str, position: int, step_key: str, attempt: int, task_id: str,
@@ -57,7 +61,8 @@ class StepMessage:
         """The message of one attempt from the step's journaled request (see :func:`step_request`)."""
         return cls(run_id=run_id, position=position, step_key=step_key, attempt=attempt, task=request["task"],
                    task_id=task_id, args=list(request["args"]), kwargs=dict(request["kwargs"]),
-                   options=dict(request.get("options") or {}), retry=request.get("retry"))
+                   options=dict(request.get("options") or {}), retry=request.get("retry"),
+                   trace=request.get("trace"))
 
     @classmethod
     def from_step(cls, step: StepRow) -> StepMessage:
@@ -69,9 +74,15 @@ class StepMessage:
 
 
 def step_request(task: str, args: list[Any], kwargs: dict[str, Any], options: dict[str, Any],
-                 retry: dict[str, Any] | None) -> dict[str, Any]:
-    """What a task step's row keeps in its ``request`` column: everything needed to send it again."""
-    return {"task": task, "args": args, "kwargs": kwargs, "options": options, "retry": retry}
+                 retry: dict[str, Any] | None, trace: str | None = None) -> dict[str, Any]:
+    """What a task step's row keeps in its ``request`` column: everything needed to send it again.
+
+    ``trace`` is the run's trace context (a W3C ``traceparent``), when the run has one.
+    """
+    request = {"task": task, "args": args, "kwargs": kwargs, "options": options, "retry": retry}
+    if trace:
+        request["trace"] = trace
+    return request
 
 
 @dataclass(frozen=True, slots=True)

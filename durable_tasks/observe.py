@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from .logs import RateLimitedLog
 
@@ -40,6 +40,29 @@ class Observer(Protocol):
     """Receives the transitions of each commit, in order, in the process that committed them."""
 
     def on_committed(self, transitions: Sequence[Transition]) -> None: ...
+
+
+@runtime_checkable
+class RecoveryObserver(Protocol):
+    """An observer that also counts what the worker's services recovered.
+
+    ``kind`` is ``relay_republished`` (messages the broker lost, sent again), ``leases_broken`` (coordinators
+    that died mid-advance) or ``stalled_runs`` (runs nothing would have moved); lost attempts are
+    transitions of their own.
+    """
+
+    def on_recovered(self, kind: str, count: int) -> None: ...
+
+
+def notify_recovered(observers: Sequence[Observer], kind: str, count: int) -> None:
+    """Tell the observers that count recoveries; failures are logged, never raised."""
+    for observer in observers:
+        if isinstance(observer, RecoveryObserver):
+            try:
+                observer.on_recovered(kind, count)
+            except Exception:
+                _observer_failures.exception(f"observer {type(observer).__name__} failed",
+                                             "Observer %s failed on a recovery count", type(observer).__name__)
 
 
 def notify(observers: Sequence[Observer], transitions: Sequence[Transition]) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import Any, Protocol
@@ -101,12 +101,17 @@ class UnitOfWork:
         if transaction is not None:
             transaction.__exit__(type(exc), exc, exc.__traceback__)
 
-    def send_advance(self, run_id: str) -> None:
-        """Ask a coordinator to replay the run: an outbox row, published after commit."""
+    def send_advance(self, run_id: str, *, announce: Mapping[str, Any] | None = None) -> None:
+        """Ask a coordinator to replay the run: an outbox row, published after commit.
+
+        ``announce`` describes an operator's change that the worker consuming the message repeats to the
+        observers (see :func:`durable_tasks.transitions.announce_run`).
+        """
         now = time.time()
+        payload = {"announce": announce} if announce else {}
         queue = self.publisher.queue_of(AdvanceMessage(run_id, None))
-        outbox_id = queries.add_outbox(self.conn, run_id, OutboxKind.ADVANCE, {}, now, now + self.redelivery_after,
-                                       queue)
+        outbox_id = queries.add_outbox(self.conn, run_id, OutboxKind.ADVANCE, payload, now,
+                                       now + self.redelivery_after, queue)
         self._pending.append(AdvanceMessage(run_id, outbox_id))
 
     def publish_after_commit(self, message: Message) -> str | None:

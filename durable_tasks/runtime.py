@@ -20,11 +20,12 @@ from .outbox import Publisher, UnitOfWork
 from .registry import Registry, StepDefinition, step_definition
 from .store import queries
 from .store.database import Store
+from .tracing import Tracing
 from .vocabulary import RunStatus
 
 
 class Runtime:
-    """Settings, store, identity, registry, publisher and observers of one ``Durable`` instance."""
+    """Settings, store, identity, registry, publisher, observers and tracing of one ``Durable`` instance."""
 
     def __init__(self, app: Celery, settings: Settings, publisher: Publisher) -> None:
         self.app = app
@@ -36,6 +37,7 @@ class Runtime:
         self.identity = ProcessIdentity(self.store, interval=settings.heartbeat_interval,
                                         lease=settings.worker_timeout)
         self.observers: list[Observer] = []
+        self.tracing = Tracing()
 
     def unit_of_work(self, *, autocommit: bool = False) -> UnitOfWork:
         """A write transaction whose messages are published, and transitions observed, after commit."""

@@ -14,6 +14,7 @@ from .registry import WorkflowDefinition
 from .runtime import Runtime
 from .serialization import dumps, loads
 from .store import queries
+from .tracing import TRACE_KEY
 
 
 def start_run(runtime: Runtime, workflow: WorkflowDefinition, args: tuple[Any, ...] | list[Any],
@@ -28,9 +29,17 @@ def start_run(runtime: Runtime, workflow: WorkflowDefinition, args: tuple[Any, .
     are dispatched in the same commit as the run) instead of sending it to a worker. ``label`` is what
     operators see instead of the workflow's name (a chain's tasks).
     """
-    call = dumps({"args": list(args), "kwargs": kwargs}, what=f"input of workflow {workflow.name!r}",
-                 max_bytes=runtime.settings.max_payload_bytes)
     run_id = str(uuid4())
+    with runtime.tracing.run_started(run_id, workflow.name) as trace:
+        return _start(runtime, workflow, run_id, args, kwargs, trace, idempotency_key, advance_now, label)
+
+
+def _start(runtime: Runtime, workflow: WorkflowDefinition, run_id: str, args: tuple[Any, ...] | list[Any],
+           kwargs: dict[str, Any], trace: str | None, idempotency_key: str | None, advance_now: bool,
+           label: str | None) -> str:
+    # The run's trace context travels with its input, so every later span of the run can name its parent.
+    call = dumps({"args": list(args), "kwargs": kwargs, **({TRACE_KEY: trace} if trace else {})},
+                 what=f"input of workflow {workflow.name!r}", max_bytes=runtime.settings.max_payload_bytes)
     if advance_now:
         runtime.identity.start()  # before the transaction: the first heartbeat is a write of its own
     try:
@@ -57,9 +66,16 @@ def start_run(runtime: Runtime, workflow: WorkflowDefinition, args: tuple[Any, .
     return run_id
 
 
+def _arguments(text: str) -> dict[str, Any]:
+    """A run's input without its trace context: what makes two starts the same start."""
+    call: dict[str, Any] = loads(text) or {}
+    call.pop(TRACE_KEY, None)
+    return call
+
+
 def _same_run(existing: RunRow, workflow: str, call: str, idempotency_key: str) -> str:
     """The existing run of ``idempotency_key`` if it is the same start; a conflict error otherwise."""
-    if existing.workflow == workflow and loads(existing.input) == loads(call):
+    if existing.workflow == workflow and _arguments(existing.input) == _arguments(call):
         return existing.id
     differs = "workflow" if existing.workflow != workflow else "input"
     raise IdempotencyConflictError(

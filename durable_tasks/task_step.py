@@ -97,7 +97,9 @@ def execute(runtime: Runtime, task: Any, message: StepMessage, body: Callable[..
 
     info = StepInfo(message.run_id, message.step_key, message.position, message.attempt, runtime.is_cancelled)
     try:
-        with running_step(info):
+        with runtime.tracing.step_attempt(message.trace, run_id=message.run_id, step_key=message.step_key,
+                                          attempt=message.attempt, kind=StepKind.TASK, task=message.task,
+                                          task_id=message.task_id), running_step(info):
             value = body(*message.args, **message.kwargs)
         text = dumps(value, what=f"result of step {message.step_key!r} in run {message.run_id}",
                      max_bytes=runtime.settings.max_payload_bytes)

@@ -10,6 +10,7 @@ Runs: :func:`create_run`, :func:`settle_run`, :func:`reopen_run`, :func:`cancel_
 Steps: :func:`dispatch_task`, :func:`refuse_task`, :func:`claim_task`, :func:`start_inline`,
 :func:`attempt_succeeded`, :func:`attempt_failed`, :func:`attempt_lost`, :func:`next_attempt`,
 :func:`restart_step`, :func:`start_sleep`, :func:`fire_timer`, :func:`record_marker`.
+Announcements (nothing written, see :func:`announce_run`): :func:`announce_run`.
 """
 
 from __future__ import annotations
@@ -99,7 +100,11 @@ def settle_run(uow: UnitOfWork, run: LockedRun, outcome: RunOutcome, *, lease_ow
     elif outcome.status != run.status or outcome.finished or run.lease_owner is not None:
         queries.update_run(uow.conn, run.id, lease_owner=None, lease_until=None, **values)
     if outcome.status != run.status or outcome.finished:
-        detail = {"workflow": run.workflow}
+        # What observers need to show the run (events, metrics, traces) without reading it again.
+        detail = {"workflow": run.workflow, "previous": run.status, "created_at": run.created_at,
+                  "input": run.input}
+        if outcome.result is not None:
+            detail["result"] = outcome.result
         if outcome.error is not None:
             detail["error"] = outcome.error
         uow.note(Transition("run", run.id, outcome.status, now, detail=detail))
@@ -114,8 +119,8 @@ def reopen_run(uow: UnitOfWork, run: RunRow, *, restart: Iterable[StepRow] = ())
     queries.update_run(uow.conn, run.id, status=RunStatus.RUNNING, error=None, result=None, finished_at=None,
                        updated_at=now)
     uow.note(Transition("run", run.id, RunStatus.RUNNING, now, detail={"workflow": run.workflow,
-                                                                       "resumed": True}))
-    uow.send_advance(run.id)
+                                                                       "previous": run.status, "resumed": True}))
+    uow.send_advance(run.id, announce={"announced": ANNOUNCE_RESUMED})
 
 
 def cancel_run(uow: UnitOfWork, run: RunRow, reason: str) -> None:
@@ -129,7 +134,27 @@ def cancel_run(uow: UnitOfWork, run: RunRow, reason: str) -> None:
     queries.update_run(uow.conn, run.id, status=RunStatus.CANCELLED, lease_owner=None, lease_until=None,
                        error=error, finished_at=now, updated_at=now)
     uow.note(Transition("run", run.id, RunStatus.CANCELLED, now, detail={"workflow": run.workflow,
-                                                                         "error": error}))
+                                                                         "previous": run.status, "error": error}))
+    uow.send_advance(run.id, announce={"announced": ANNOUNCE_CANCELLED, "error": error})  # see announce_run
+
+
+ANNOUNCE_RESUMED = "resumed"
+ANNOUNCE_CANCELLED = "cancelled"
+
+
+def announce_run(uow: UnitOfWork, run: LockedRun, announcement: Mapping[str, Any]) -> None:
+    """Repeat, in the worker that consumes its advance, an operator's change made in another process.
+
+    Monitoring events are sent only by workers (a client that sent task events would show in Flower as a
+    worker), so a resume or a cancel made by ``durable runs ...`` or a web process reaches Flower when a
+    worker consumes the advance it asked for. Nothing is written: the transition is noted with
+    ``announced`` in its detail, so counters (which counted the change where it happened) skip it.
+    """
+    detail: dict[str, Any] = {"workflow": run.workflow, "created_at": run.created_at, "input": run.input,
+                              **announcement}
+    if announcement.get("announced") == ANNOUNCE_RESUMED:
+        detail["previous"] = RunStatus.FAILED
+    uow.note(Transition("run", run.id, run.status, time.time(), detail=detail))
 
 
 def fork_run(uow: UnitOfWork, run: RunRow, before_position: int, fingerprint: str) -> str:
@@ -261,23 +286,24 @@ def attempt_failed(uow: UnitOfWork, step: StepRow | WrittenStep, attempt: int, e
         return None
     used = queries.attempts_since_resume(uow.conn, step.run_id, step.position)
     decision = after_failure(policy, used, exc, celery_retry)
-    status = _fail_or_retry(uow, step, error, decision.retry, decision.delay)
+    status = _fail_or_retry(uow, step, error, decision.retry, decision.delay, duration=time.time() - started_at,
+                            worker=worker)
     logger.info("Step %r of run %s failed on attempt %d (%s: %s); %s.", step.step_key, step.run_id, attempt,
                 type(exc).__name__, exc, f"next attempt in {decision.delay:.1f}s" if decision.retry else "giving up")
     return status
 
 
 def _fail_or_retry(uow: UnitOfWork, step: StepRow | WrittenStep, error: Mapping[str, Any], retry: bool,
-                   delay: float) -> StepStatus:
+                   delay: float, **detail: Any) -> StepStatus:
     now = time.time()
     text = _compact(error)
     if retry:
         queries.update_step(uow.conn, step.run_id, step.position, status=StepStatus.RETRYING, error=text)
         queries.insert_timer(uow.conn, step.run_id, step.position, TimerPurpose.RETRY, now + delay)
-        _note_step(uow, step, StepStatus.RETRYING, error=text, due_at=now + delay)
+        _note_step(uow, step, StepStatus.RETRYING, error=text, due_at=now + delay, **detail)
         return StepStatus.RETRYING
     queries.update_step(uow.conn, step.run_id, step.position, status=StepStatus.FAILED, error=text, finished_at=now)
-    _note_step(uow, step, StepStatus.FAILED, error=text)
+    _note_step(uow, step, StepStatus.FAILED, error=text, **detail)
     return StepStatus.FAILED
 
 
@@ -304,7 +330,7 @@ def attempt_lost(uow: UnitOfWork, step: StepRow, max_lost_attempts: int) -> bool
     return True
 
 
-def next_attempt(uow: UnitOfWork, step: StepRow) -> None:
+def next_attempt(uow: UnitOfWork, step: StepRow, **detail: Any) -> None:
     """Start ``step``'s next attempt: send a task step again; an inline step runs at the next replay."""
     attempt = step.attempt + 1
     if step.kind == StepKind.TASK:
@@ -317,7 +343,7 @@ def next_attempt(uow: UnitOfWork, step: StepRow) -> None:
         queries.update_step(uow.conn, step.run_id, step.position, status=StepStatus.DISPATCHED, attempt=attempt,
                             error=None, finished_at=None)
         uow.send_advance(step.run_id)
-    _note_step(uow, step, StepStatus.DISPATCHED, attempt)
+    _note_step(uow, step, StepStatus.DISPATCHED, attempt, **detail)
 
 
 def restart_step(uow: UnitOfWork, step: StepRow) -> None:
@@ -361,10 +387,10 @@ def fire_timer(uow: UnitOfWork, timer: TimerRow) -> bool:
     if timer.purpose == TimerPurpose.SLEEP and step.status == StepStatus.SLEEPING:
         queries.update_step(uow.conn, step.run_id, step.position, status=StepStatus.SUCCEEDED, result="null",
                             finished_at=time.time())
-        _note_step(uow, step, StepStatus.SUCCEEDED, due_at=timer.due_at)
+        _note_step(uow, step, StepStatus.SUCCEEDED, due_at=timer.due_at, timer=timer.purpose)
         uow.send_advance(step.run_id)
     elif timer.purpose == TimerPurpose.RETRY and step.status == StepStatus.RETRYING:
-        next_attempt(uow, step)
+        next_attempt(uow, step, due_at=timer.due_at, timer=timer.purpose)
     else:
         return False
     return True

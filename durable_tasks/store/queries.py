@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from itertools import takewhile
 from typing import Any, cast
 
-from sqlalchemy import Connection, bindparam, delete, insert, literal, or_, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, literal, or_, select, update
 
 from ..records import AttemptRow, LockedRun, RunRow, StepRow, TimerRow, WorkerRow
 from ..vocabulary import (
@@ -29,7 +29,7 @@ from .schema import attempts, outbox, runs, signals, steps, timers, workers
 # Hot-path statements, built once: building and hashing a statement costs more than running it here.
 _LOCK_RUN = (
     select(runs.c.id, runs.c.workflow, runs.c.status, runs.c.input, runs.c.lease_owner, runs.c.lease_until,
-           runs.c.wake_seq)
+           runs.c.wake_seq, runs.c.created_at)
     .where(runs.c.id == bindparam("run_id"))
     .with_for_update()
 )
@@ -247,8 +247,10 @@ def add_outbox(conn: Connection, run_id: str, kind: str, payload: dict[str, Any]
     return outbox_id
 
 
-def consume_outbox(conn: Connection, outbox_id: int) -> None:
-    conn.execute(delete(outbox).where(outbox.c.id == outbox_id))
+def consume_outbox(conn: Connection, outbox_id: int) -> dict[str, Any]:
+    """Delete an outbox row that is acted on; returns its payload (empty when it was consumed already)."""
+    payload = conn.execute(delete(outbox).where(outbox.c.id == outbox_id).returning(outbox.c.payload)).scalar()
+    return json.loads(payload) if payload and payload != "{}" else {}
 
 
 def any_due_dispatch(conn: Connection, now: float) -> bool:
@@ -339,6 +341,12 @@ def insert_timer(conn: Connection, run_id: str, position: int, purpose: str, due
     conn.execute(insert(timers).values(run_id=run_id, position=position, purpose=purpose, due_at=due_at))
 
 
+def pending_timers(conn: Connection, run_id: str) -> dict[int, float]:
+    """The due times of a run's unfired timers, by step position."""
+    query = select(timers.c.position, timers.c.due_at).where(timers.c.run_id == run_id, timers.c.fired_at.is_(None))
+    return {position: due_at for position, due_at in conn.execute(query)}
+
+
 def due_timers(conn: Connection, now: float, limit: int) -> list[TimerRow]:
     query = (
         select(timers)
@@ -365,12 +373,6 @@ def delete_old_attempts(conn: Connection, before: float, limit: int) -> int:
                       steps.c.status.in_(PENDING_STEP_STATUSES)).exists())
     expired = select(attempts.c.id).where(attempts.c.started_at < before, ~pending).limit(limit)
     return conn.execute(delete(attempts).where(attempts.c.id.in_(expired.scalar_subquery()))).rowcount
-
-
-def pending_timers(conn: Connection, run_id: str) -> list[TimerRow]:
-    """A run's timers that have not fired."""
-    query = select(timers).where(timers.c.run_id == run_id, timers.c.fired_at.is_(None)).order_by(timers.c.due_at)
-    return cast("list[TimerRow]", list(conn.execute(query)))
 
 
 def any_due_timer(conn: Connection, now: float) -> bool:
@@ -506,3 +508,31 @@ def stalled_runs(conn: Connection, before: float, limit: int) -> list[str]:
         .limit(limit)
     )
     return list(conn.execute(query).scalars())
+
+
+# --- monitoring (read on each metrics scrape) -------------------------------------------------------
+
+
+def count_runs(conn: Connection) -> list[tuple[str, str, int]]:
+    """``(workflow, status, runs)`` for every workflow and status in the journal."""
+    query = select(runs.c.workflow, runs.c.status, func.count()).group_by(runs.c.workflow, runs.c.status)
+    return [(workflow, status, count) for workflow, status, count in conn.execute(query)]
+
+
+def outbox_backlog(conn: Connection) -> dict[str, tuple[int, float | None]]:
+    """Unconsumed messages by kind (``advance`` rows, ``dispatch`` steps): ``(count, oldest created_at)``."""
+    advances = conn.execute(select(func.count(), func.min(outbox.c.created_at))).one()
+    dispatches = conn.execute(
+        select(func.count(), func.min(steps.c.created_at))
+        .where(steps.c.status == StepStatus.DISPATCHED, steps.c.kind == StepKind.TASK)
+    ).one()
+    return {OutboxKind.ADVANCE: (advances[0], advances[1]), OutboxKind.DISPATCH: (dispatches[0], dispatches[1])}
+
+
+def timer_backlog(conn: Connection, now: float) -> tuple[int, int, float | None]:
+    """Unfired timers: ``(pending, overdue, earliest due_at among the overdue)``."""
+    pending = conn.execute(select(func.count()).where(timers.c.fired_at.is_(None))).scalar_one()
+    overdue, earliest = conn.execute(
+        select(func.count(), func.min(timers.c.due_at)).where(timers.c.fired_at.is_(None), timers.c.due_at <= now)
+    ).one()
+    return pending, overdue, earliest

@@ -177,6 +177,14 @@ def build(*, store: str, broker: str, executions: str, flags: str, schema: str |
         ctx.sleep("nap", 0.3)
         return {"a": a, "b": b, "c": c}
 
+    @durable.workflow(name="wf.nap")
+    def nap(ctx: Any, seconds: float, pause: float) -> list[Any]:
+        """Runs a step, sleeps, runs another step (each phase long enough to be watched)."""
+        first = ctx.run(slow, "first", seconds, "nap-first")
+        ctx.sleep("nap", pause)
+        second = ctx.run(slow, "second", seconds, "nap-second")
+        return [first, second]
+
     @durable.workflow(name="wf.flaky")
     def flaky_flow(ctx: Any, key: str, failures: int) -> dict[str, Any]:
         first = ctx.run(mark, 1, f"before:{key}")

@@ -33,8 +33,9 @@ REDIS_URL = os.environ.get("DT_TEST_REDIS", "redis://127.0.0.1:6379/11")
 class Stack:
     """Store + broker prefix + worker subprocesses for one kind of store ("sqlite" or "postgresql")."""
 
-    def __init__(self, kind: str, directory: Path, **options: Any) -> None:
+    def __init__(self, kind: str, directory: Path, *, broker: str = REDIS_URL, **options: Any) -> None:
         self.kind = kind
+        self.broker = broker
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
         self.tag = uuid.uuid4().hex[:10]
@@ -52,11 +53,11 @@ class Stack:
         self.options = {"worker_timeout": 3, "heartbeat_interval": 0.5, "sweep_interval": 0.5,
                         "redelivery_after": 5, **options}
         self.env = {
-            **os.environ, "DT_STORE": self.store, "DT_SCHEMA": self.schema or "", "DT_BROKER": REDIS_URL,
+            **os.environ, "DT_STORE": self.store, "DT_SCHEMA": self.schema or "", "DT_BROKER": broker,
             "DT_EXECUTIONS": str(self.executions), "DT_FLAGS": str(self.flags),
             "DT_OPTIONS": json.dumps(self.options), "DT_PREFIX": self.prefix, "PYTHONPATH": str(ROOT),
         }
-        self.client: TestApp = build(store=self.store, broker=REDIS_URL, executions=str(self.executions),
+        self.client: TestApp = build(store=self.store, broker=broker, executions=str(self.executions),
                                      flags=str(self.flags), schema=self.schema, options=self.options,
                                      prefix=self.prefix)
         self.durable = self.client.durable
@@ -66,12 +67,13 @@ class Stack:
     # --- workers -------------------------------------------------------------------------------------
 
     def start_worker(self, *, pool: str = "solo", concurrency: int = 1, queues: str = "celery,other",
-                     name: str | None = None, wait: bool = True) -> subprocess.Popen[bytes]:
+                     name: str | None = None, wait: bool = True, extra: tuple[str, ...] = ()
+                     ) -> subprocess.Popen[bytes]:
         name = name or f"w{len(self.workers)}"
         log = open(self.directory / f"{name}.log", "ab")  # noqa: SIM115 - owned by the process
         command = [sys.executable, "-m", "celery", "-A", "tests.support.worker", "worker", f"--pool={pool}",
                    f"--concurrency={concurrency}", "-Q", queues, "-n", f"{name}-{self.tag}@%h",
-                   "--loglevel=INFO", "--without-mingle", "--without-gossip", "--without-heartbeat"]
+                   "--loglevel=INFO", "--without-mingle", "--without-gossip", "--without-heartbeat", *extra]
         process = subprocess.Popen(command, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         self.workers.append(process)
         if wait:
@@ -142,7 +144,7 @@ class Stack:
 
     def flush_broker(self) -> int:
         """Lose every message the broker holds for this stack (what a Redis restart does)."""
-        client = redis.Redis.from_url(REDIS_URL)
+        client = redis.Redis.from_url(self.broker)
         keys = list(client.scan_iter(f"{self.prefix}*"))
         if keys:
             client.delete(*keys)

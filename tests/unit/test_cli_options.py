@@ -113,7 +113,8 @@ def test_schema_option_after_the_subcommand_reaches_the_store(tmp_path: Path) ->
 
 @pytest.mark.parametrize("command", [["db", "upgrade"], ["db", "check"], ["runs", "list"], ["runs", "show"],
                                      ["runs", "resume"], ["runs", "retry-step"], ["runs", "cancel"],
-                                     ["runs", "fork"], ["runs", "prune"], ["workers"]])
+                                     ["runs", "fork"], ["runs", "prune"], ["runs", "watch"], ["workers"],
+                                     ["metrics", "serve"]])
 def test_every_command_that_reads_the_store_takes_the_store_options(command: list[str]) -> None:
     shown = invoke(*command, "--help")
     assert shown.exit_code == 0

@@ -12,34 +12,12 @@ from typing import Any
 import pytest
 
 from durable_tasks import Durable, RetryPolicy
-from durable_tasks.messages import AdvanceMessage, Message, StepMessage
+from durable_tasks.messages import AdvanceMessage, StepMessage
 from durable_tasks.outbox import relay
 from durable_tasks.recovery import sweep
 from durable_tasks.store import queries
 from durable_tasks.task_step import execute
-
-
-class KeptMessages:
-    """A publisher that keeps what it is given (or fails, like a broker that is down)."""
-
-    def __init__(self) -> None:
-        self.messages: list[Message] = []
-        self.down = False
-        self.depths: dict[str, int | None] = {}  # none known: the relay re-sends whatever is overdue
-
-    def publish(self, message: Message) -> None:
-        if self.down:
-            raise ConnectionError("broker down")
-        self.messages.append(message)
-
-    def queue_of(self, message: Message) -> str | None:
-        return "celery"
-
-    def queue_depths(self, queues: Any) -> dict[str, int | None]:
-        return {queue: self.depths.get(queue) for queue in queues}
-
-    def steps(self) -> list[StepMessage]:
-        return [message for message in self.messages if isinstance(message, StepMessage)]
+from tests.support.publisher import KeptMessages
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from durable_tasks.outbox import relay
 from durable_tasks.store import migrate
 from durable_tasks.store.engine import make_engine
 from durable_tasks.task_step import execute
-from tests.unit.test_engine_without_broker import KeptMessages
+from tests.support.publisher import KeptMessages
 
 
 def test_a_chain_dispatched_before_revision_0003_finishes_after_it(tmp_path: Path) -> None:

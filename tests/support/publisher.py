@@ -1,0 +1,38 @@
+"""A publisher that keeps the messages it is given: the engine runs without a broker, and the test delivers
+each message by hand (to the step wrapper, the coordinator) or drops it, as a broker would."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from durable_tasks.messages import Message, StepMessage
+
+
+class KeptMessages:
+    """Keeps published messages; ``down`` makes publishing fail like a broker that is unreachable."""
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+        self.down = False
+        self.depths: dict[str, int | None] = {}  # none known: the relay re-sends whatever is overdue
+
+    def publish(self, message: Message) -> None:
+        if self.down:
+            raise ConnectionError("broker down")
+        self.messages.append(message)
+
+    def queue_of(self, message: Message) -> str | None:
+        return "celery"
+
+    def queue_depths(self, queues: Iterable[str]) -> dict[str, int | None]:
+        return {queue: self.depths.get(queue) for queue in queues}
+
+    def steps(self) -> list[StepMessage]:
+        return [message for message in self.messages if isinstance(message, StepMessage)]
+
+    def last_step(self) -> StepMessage:
+        return self.steps()[-1]
+
+    def take(self) -> list[Message]:
+        taken, self.messages = self.messages, []
+        return taken
