@@ -9,11 +9,12 @@ built-in workflow :data:`CHAIN_WORKFLOW`, whose input is the encoded signatures.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from celery.canvas import Signature, _chain, chord, group
 
-from .durations import parse_duration
+from .durations import describe, parse_duration
 from .errors import ConfigurationError
 from .handle import RunHandle
 from .registry import step_definition
@@ -36,7 +37,7 @@ REFUSED_OPTIONS = {
 class ChainSleep:
     """A durable pause between two signatures of a durable chain; the previous result passes through."""
 
-    def __init__(self, duration: float | str) -> None:
+    def __init__(self, duration: float | str | timedelta) -> None:
         self.seconds = parse_duration(duration)
 
     def __repr__(self) -> str:
@@ -81,6 +82,11 @@ class DurableChain:
 
 def _encode(runtime: Runtime, item: Any) -> list[dict[str, Any]]:
     if isinstance(item, ChainSleep):
+        if item.seconds > runtime.settings.max_sleep:
+            raise ConfigurationError(
+                f"{item!r} in durable.chain() is {describe(item.seconds)}, longer than max_sleep "
+                f"({describe(runtime.settings.max_sleep)}). Check the unit; to allow it, raise the setting: "
+                "Durable(app, max_sleep='800 days') or app.conf.durable_max_sleep.")
         return [{"type": "sleep", "seconds": item.seconds}]
     if isinstance(item, _chain):
         return [element for task in item.tasks for element in _encode(runtime, task)]
