@@ -250,16 +250,21 @@ def run_eagerly(target: Workflow[Any, Any] | DurableChain, *args: Any, events: I
 
 
 def _arrivals(events: Iterable[Event], start: float) -> list[_Arrival]:
-    """The given events in arrival order, each checked and encoded as ``send_event`` would; one per event id."""
+    """The given events in arrival order, each checked and encoded as ``send_event`` would; of several with
+    one event id only the first to arrive counts, as in a real run."""
     arrivals: list[_Arrival] = []
-    seen: set[str] = set()
     for event in events:
         check_text(event.name, "An event name")
         check_text(event.key, "A correlation key", optional=True)
-        if event.event_id is not None:
-            if event.event_id in seen:
-                continue
-            seen.add(event.event_id)
         payload = dumps(event.payload, what=f"payload of event {event.name!r}")
         arrivals.append(_Arrival(event, start + parse_duration(event.after), payload))
-    return arrivals
+    arrivals.sort(key=lambda arrival: arrival.at)  # stable: events given at the same time keep their order
+    seen: set[str] = set()
+    kept: list[_Arrival] = []
+    for arrival in arrivals:
+        if arrival.event.event_id is not None:
+            if arrival.event.event_id in seen:
+                continue
+            seen.add(arrival.event.event_id)
+        kept.append(arrival)
+    return kept

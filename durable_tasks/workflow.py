@@ -223,7 +223,7 @@ class WorkflowContext:
         limit = self._writer.max_sleep
         if seconds > limit:
             raise ConfigurationError(
-                f"{what} asks for {describe(seconds)} ({seconds:g}s), longer than max_sleep ({describe(limit)}). "
+                f"{what} asks for {describe(seconds)} ({seconds:.10g}s), longer than max_sleep ({describe(limit)}). "
                 "Check the unit; to allow it, raise the setting: Durable(app, max_sleep='800 days') or "
                 "app.conf.durable_max_sleep."
             )
