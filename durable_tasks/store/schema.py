@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 
 NAMING_CONVENTION = {
@@ -120,6 +121,10 @@ timers = Table(
     ForeignKeyConstraint(["run_id"], ["durable_runs.id"], ondelete="CASCADE"),
     Index(None, "fired_at", "due_at"),
     Index(None, "run_id"),
+    # Only pending timers, in due order: the poll reads the due ones and stops, however many timers wait
+    # in the future and however long a backlog of due ones is (a batch reads its 200 rows, not the backlog).
+    Index("ix_durable_timers_pending_due_at", "due_at", postgresql_where=text("fired_at IS NULL"),
+          sqlite_where=text("fired_at IS NULL")),
 )
 
 # An outside event. ``run_id`` is the run it was sent to, or, once a wait consumed it, that run (so pruning

@@ -1,4 +1,5 @@
-"""events: durable_signals keeps outside events (correlation key, event id, expiry, consumer); durable_waits
+"""events: durable_signals keeps outside events (correlation key, event id, expiry, consumer); durable_waits;
+a partial index of pending timers in due order
 
 Revision ID: 0004_events
 Revises: 0002
@@ -56,8 +57,14 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_durable_waits_correlation_key_name"), ["correlation_key", "name"],
                               unique=False)
 
+    with op.batch_alter_table("durable_timers", schema=None) as batch_op:
+        batch_op.create_index("ix_durable_timers_pending_due_at", ["due_at"], unique=False,
+                              postgresql_where=sa.text("fired_at IS NULL"), sqlite_where=sa.text("fired_at IS NULL"))
+
 
 def downgrade() -> None:
+    with op.batch_alter_table("durable_timers", schema=None) as batch_op:
+        batch_op.drop_index("ix_durable_timers_pending_due_at")
     with op.batch_alter_table("durable_waits", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_durable_waits_correlation_key_name"))
     op.drop_table("durable_waits")
