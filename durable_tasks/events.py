@@ -175,13 +175,6 @@ class EventSender:
             raise ConfigurationError(f"An event token's ttl must be longer than zero, not {ttl!r}.")
         return tokens.sign(self.settings.event_secret, run_id, name, expires_at=time.time() + seconds)
 
-    # --- reading -------------------------------------------------------------------------------------
-
-    def events(self, *, run_id: str | None = None, key: str | None = None) -> list[SignalRow]:
-        """Events sent to (or taken by) a run, or sent to a key, oldest first, consumed or not."""
-        with self.store.read() as conn:
-            return queries.list_signals(conn, run_id=run_id, key=key)
-
 
 def _delivered(event: NewEvent, step: StepRow) -> EventReceipt:
     return EventReceipt(EventDelivery.DELIVERED, event.event_id, event.name, step.run_id, event.key, step.step_key)
