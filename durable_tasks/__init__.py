@@ -25,6 +25,8 @@ from .definitions import Workflow
 from .errors import (
     ConfigurationError,
     DurableError,
+    EventTimeoutError,
+    EventTokenError,
     IdempotencyConflictError,
     InvalidStateError,
     NonDeterminismError,
@@ -43,9 +45,10 @@ from .errors import (
     WorkerLostError,
     WorkflowFailedError,
 )
+from .events import EventReceipt
 from .handle import AttemptRecord, RunHandle, RunRecord, StepRecord
 from .retry import RetryPolicy
-from .vocabulary import RunStatus, StepStatus
+from .vocabulary import EventDelivery, RunStatus, StepStatus
 from .workflow import StepFuture, WorkflowContext
 
 try:
@@ -60,6 +63,10 @@ __all__ = [
     "Durable",
     "DurableChain",
     "DurableError",
+    "EventDelivery",
+    "EventReceipt",
+    "EventTimeoutError",
+    "EventTokenError",
     "IdempotencyConflictError",
     "InvalidStateError",
     "NonDeterminismError",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any, TypeVar, overload
 
 from celery import Celery
@@ -17,11 +18,12 @@ from .config import Settings, resolve_settings
 from .definitions import Workflow
 from .durations import parse_duration
 from .errors import ConfigurationError
-from .events import RunEvents
+from .events import EventReceipt, EventSender
 from .handle import RunHandle, RunRecord, StepRecord, load_steps
 from .operations import Operations
 from .registry import STEP_ATTRIBUTE, StepDefinition, WorkflowDefinition
 from .retry import RetryPolicy
+from .run_events import RunEvents
 from .runtime import Runtime
 from .starting import start_run
 from .store import queries
@@ -54,11 +56,12 @@ class Durable:
         self.runtime = Runtime(app, settings, CeleryPublisher(app, settings.queue))
         self.timers: TimerBackend = DatabaseTimers(self.runtime)
         self.operations = Operations(self.runtime.store, self.runtime.unit_of_work)
+        self.events = EventSender(self.runtime.store, self.runtime.unit_of_work, settings)
         self.runtime.registry.add(WorkflowDefinition(run_chain, CHAIN_WORKFLOW, None))
         self.advance_task = register_coordinator_task(self.runtime)
-        self.events = WorkerEvents(app)  # sends only once this process turns out to be a worker
-        self.runtime.observers.append(RunEvents(self.events))
-        install_bootstep(self.runtime, self.timers, self.events, self._metrics_endpoint())
+        self.worker_events = WorkerEvents(app)  # sends only once this process turns out to be a worker
+        self.runtime.observers.append(RunEvents(self.worker_events))
+        install_bootstep(self.runtime, self.timers, self.worker_events, self._metrics_endpoint())
         app._durable = self  # type: ignore[attr-defined]
 
     def _metrics_endpoint(self) -> Callable[[Any], None] | None:
@@ -160,8 +163,11 @@ class Durable:
         return DurableChain(self.runtime, signatures, name)
 
     @staticmethod
-    def sleep(duration: float | str) -> ChainSleep:
-        """A durable pause inside :meth:`chain`: ``durable.chain(a.s(), durable.sleep("1 hour"), b.s())``."""
+    def sleep(duration: float | str | timedelta) -> ChainSleep:
+        """A durable pause inside :meth:`chain`: ``durable.chain(a.s(), durable.sleep("1 hour"), b.s())``.
+
+        It is the same durable timer as ``ctx.sleep`` (the chain's workflow calls it).
+        """
         return ChainSleep(duration)
 
     # --- running -----------------------------------------------------------------------------------------
@@ -200,6 +206,39 @@ class Durable:
     def steps(self, run_id: str) -> list[StepRecord]:
         """The journal of a run."""
         return load_steps(self.store, run_id)
+
+    # --- events -------------------------------------------------------------------------------------------
+
+    def send_event(self, run_id: str | None = None, name: str | None = None, payload: Any = None, *,
+                   key: str | None = None, event_id: str | None = None, token: str | None = None) -> EventReceipt:
+        """Send an outside event to the run that waits for it (``ctx.wait_for_event``); returns its receipt.
+
+        Address it to a run, to a correlation key, or with a token from :meth:`event_token`::
+
+            durable.send_event(run.id, "approved", {"by": "ana"})
+            durable.send_event(key="order-42", name="approved", payload={"by": "ana"})
+            durable.send_event(token=token_from_the_link, payload={"by": "ana"})
+
+        A run that waits for it gets it at once; otherwise it is kept (``event_retention``) for the first
+        wait that matches. The same ``event_id`` sent again is not delivered again (the receipt says
+        ``duplicate``). The payload must be JSON. Raises :class:`~durable_tasks.RunNotFoundError` or
+        :class:`~durable_tasks.InvalidStateError` for an unknown or finished run,
+        :class:`~durable_tasks.PayloadError` for a payload that is not JSON, and
+        :class:`~durable_tasks.EventTokenError` for a malformed, altered, expired or used token; nothing
+        is stored then.
+        """
+        return self.events.send(run_id, name, payload, key=key, event_id=event_id, token=token)
+
+    def event_token(self, run_id: str, name: str, *, ttl: float | str | timedelta = "7 days") -> str:
+        """A signed token that delivers event ``name`` to run ``run_id`` once, within ``ttl``: for approval links.
+
+        Signed (HMAC-SHA256) with the ``event_secret`` setting; anyone holding it can send that one event,
+        nobody can forge or alter one. Pass it back with ``durable.send_event(token=..., payload=...)``::
+
+            token = durable.event_token(run.id, "approved", ttl="2 days")
+            link = f"https://shop.example/approve?token={token}"
+        """
+        return self.events.token(run_id, name, ttl)
 
     # --- operating ---------------------------------------------------------------------------------------
 

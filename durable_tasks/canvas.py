@@ -8,11 +8,12 @@ operators (:func:`chain_label`, :func:`first_call`).
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from celery.canvas import Signature, _chain, chord, group
 
-from .durations import parse_duration
+from .durations import describe, parse_duration
 from .errors import ConfigurationError
 from .registry import step_definition
 from .runtime import Runtime
@@ -32,7 +33,7 @@ REFUSED_OPTIONS = {
 class ChainSleep:
     """A durable pause between two signatures of a durable chain; the previous result passes through."""
 
-    def __init__(self, duration: float | str) -> None:
+    def __init__(self, duration: float | str | timedelta) -> None:
         self.seconds = parse_duration(duration)
 
     def __repr__(self) -> str:
@@ -41,6 +42,11 @@ class ChainSleep:
 
 def encode(runtime: Runtime, item: Any) -> list[dict[str, Any]]:
     if isinstance(item, ChainSleep):
+        if item.seconds > runtime.settings.max_sleep:
+            raise ConfigurationError(
+                f"{item!r} in durable.chain() is {describe(item.seconds)}, longer than max_sleep "
+                f"({describe(runtime.settings.max_sleep)}). Check the unit; to allow it, raise the setting: "
+                "Durable(app, max_sleep='800 days') or app.conf.durable_max_sleep.")
         return [{"type": "sleep", "seconds": item.seconds}]
     if isinstance(item, _chain):
         return [element for task in item.tasks for element in encode(runtime, task)]

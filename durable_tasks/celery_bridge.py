@@ -72,7 +72,7 @@ class CeleryPublisher:
         return depths
 
     def publish(self, message: Message) -> None:
-        # The run id is the Celery task id its monitoring events use (see durable_tasks.events), so a run's
+        # The run id is the Celery task id its monitoring events use (see durable_tasks.run_events), so a run's
         # tasks name it as their root and parent and Flower lists them under the run.
         if isinstance(message, StepMessage):
             self.app.send_task(message.task, args=message.args, kwargs=message.kwargs, task_id=message.task_id,

@@ -25,7 +25,7 @@ from celery.utils.time import utcoffset
 
 from .logs import RateLimitedLog
 
-logger = logging.getLogger("durable_tasks.events")
+logger = logging.getLogger("durable_tasks.run_events")
 _failures = RateLimitedLog(logger, every=60.0)
 
 EVENTS_OFF_WARNING = (
@@ -35,7 +35,7 @@ EVENTS_OFF_WARNING = (
 
 
 class WorkerEvents:
-    """An :class:`~durable_tasks.events.EventSink` that publishes on the broker's event exchange.
+    """An :class:`~durable_tasks.run_events.EventSink` that publishes on the broker's event exchange.
 
     Inactive until :meth:`attach` names the worker; each process (a prefork child too) opens its own
     connection on first use. Sending is best-effort: a failure drops the connection, is logged

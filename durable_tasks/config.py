@@ -7,13 +7,15 @@ which wins over the environment variable ``DURABLE_STORE`` and the defaults belo
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from .durations import parse_duration
 from .errors import ConfigurationError
 from .serialization import DEFAULT_MAX_PAYLOAD_BYTES
 from .store.engine import check_sqlite_synchronous, default_store_url
+
+MIN_SECRET_BYTES = 16
 
 
 @dataclass(frozen=True)
@@ -69,12 +71,26 @@ class Settings:
     """Serve Prometheus metrics on this port from every worker (needs ``durable-tasks[metrics]``)."""
     metrics_address: str = "127.0.0.1"
     """Address the metrics endpoint listens on; ``0.0.0.0`` to be scraped from other hosts."""
+    max_sleep: float = 366 * 86400.0
+    """Longest sleep or event timeout a workflow may ask for; a longer one is refused (usually a unit mistake)."""
+    event_retention: float = 7 * 86400.0
+    """How long an event that no run waits for yet is kept for the first wait that matches it."""
+    event_secret: str | None = field(default=None, repr=False)
+    """Secret that signs event tokens (``durable.event_token``); the same on every process that checks them."""
 
     def __post_init__(self) -> None:
         for name in ("heartbeat_interval", "worker_timeout", "redelivery_after", "timer_interval",
                      "sweep_interval", "retain_finished_runs", "retain_fired_timers", "retain_attempts",
-                     "retention_interval"):
+                     "retention_interval", "max_sleep", "event_retention"):
             object.__setattr__(self, name, parse_duration(getattr(self, name)))
+        for name in ("max_sleep", "event_retention"):
+            if getattr(self, name) <= 0:
+                raise ConfigurationError(f"{name} must be a positive duration, not {getattr(self, name)!r}.")
+        if self.event_secret is not None and len(str(self.event_secret).encode()) < MIN_SECRET_BYTES:
+            raise ConfigurationError(
+                f"event_secret is {len(str(self.event_secret).encode())} bytes long; use at least "
+                f"{MIN_SECRET_BYTES} random bytes, for example secrets.token_urlsafe(32)."
+            )
         if self.worker_timeout <= self.heartbeat_interval:
             raise ConfigurationError(
                 f"worker_timeout ({self.worker_timeout}s) must be longer than heartbeat_interval "

@@ -31,7 +31,7 @@ from .errors import (
 )
 from .messages import step_request
 from .outbox import UnitOfWork
-from .records import LockedRun, StepRow, WrittenStep
+from .records import EventWait, LockedRun, StepRow, WrittenStep
 from .registry import WorkflowDefinition, step_definition
 from .retry import NO_RETRY, RetryPolicy
 from .runtime import Runtime
@@ -43,6 +43,9 @@ from .vocabulary import ACTIVE_RUN_STATUSES, RunStatus, StepKind, StepStatus
 from .workflow import WorkflowContext
 
 logger = logging.getLogger("durable_tasks.coordinator")
+
+# The run's status while it waits on a step of this kind (task and inline steps: running).
+SUSPENDED_AS: dict[str, RunStatus] = {StepKind.SLEEP: RunStatus.SLEEPING, StepKind.EVENT: RunStatus.WAITING}
 
 
 def advance(runtime: Runtime, run_id: str, *, uow: UnitOfWork | None = None, consume: int | None = None) -> None:
@@ -134,6 +137,10 @@ class Replay:
         self.run = run
         self.workflow = workflow
         self.trace: str | None = None
+        self.max_sleep = runtime.settings.max_sleep
+
+    def now(self) -> float:
+        return time.time()
 
     def execute(self) -> RunOutcome:
         """Call the workflow; return what it decided for the run (status, result or error)."""
@@ -145,7 +152,7 @@ class Replay:
         try:
             value = self.workflow.fn(ctx, *call.get("args", ()), **call.get("kwargs", {}))
         except Suspend as suspended:
-            return RunOutcome(RunStatus.SLEEPING if suspended.kind == StepKind.SLEEP else RunStatus.RUNNING)
+            return RunOutcome(SUSPENDED_AS.get(suspended.kind, RunStatus.RUNNING))
         except StepFailedError as exc:
             error = {"type": exc.error_type, "message": exc.error_message, "step": exc.step_key,
                      "summary": str(exc)}
@@ -227,8 +234,11 @@ class Replay:
         transitions.attempt_failed(self.uow, step, attempt, failure, policy=policy, worker=worker, started_at=started)
         return queries.get_step(self.uow.conn, run_id, position) or step
 
-    def start_sleep(self, position: int, step_key: str, seconds: float) -> StepRow:
-        return transitions.start_sleep(self.uow, self.run.id, position, step_key, seconds)
+    def start_sleep(self, position: int, step_key: str, until: float) -> StepRow:
+        return transitions.start_sleep(self.uow, self.run.id, position, step_key, until)
+
+    def start_wait(self, position: int, step_key: str, wait: EventWait, row: StepRow | None) -> StepRow:
+        return transitions.start_wait(self.uow, self.run.id, position, step_key, wait, exists=row is not None)
 
     def record_marker(self, position: int, step_key: str) -> StepRow:
         return transitions.record_marker(self.uow, self.run.id, position, step_key)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from .errors import ConfigurationError
 
@@ -44,9 +45,40 @@ def parse_duration(value: float | int | str | timedelta) -> float:
                 raise ConfigurationError(_bad(value)) from None
     else:
         raise ConfigurationError(_bad(value))
+    if not math.isfinite(seconds):  # float("nan") and float("inf") read text such as "inf" too
+        raise ConfigurationError(_bad(value))
     if seconds < 0:
         raise ConfigurationError(f"The duration {value!r} is negative.")
     return seconds
+
+
+def epoch_seconds(when: datetime, what: str) -> float:
+    """The UNIX time of an aware ``datetime``; a naive one is refused, since its moment depends on the machine.
+
+    ``what`` names the call in the error, e.g. ``"ctx.sleep_until('renewal', ...)"``.
+    """
+    if not isinstance(when, datetime):
+        raise ConfigurationError(f"{what} takes a datetime with a time zone, not {type(when).__name__} {when!r}.")
+    if when.tzinfo is None or when.utcoffset() is None:
+        raise ConfigurationError(
+            f"{what} got the naive datetime {when.isoformat()} (no time zone), so the moment it names depends on "
+            "the zone of the machine that runs it. Say which zone it is in: "
+            "when.replace(tzinfo=ZoneInfo('Europe/Berlin')) for a local wall-clock time, or "
+            "datetime(..., tzinfo=timezone.utc) for UTC."
+        )
+    return when.timestamp()
+
+
+def describe(seconds: float) -> str:
+    """``seconds`` as short text for messages: ``"2d 3h"``, ``"90s"``."""
+    if seconds < 120:
+        return f"{seconds:g}s"
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{int(count)}{unit}")
+    return " ".join(parts[:2])
 
 
 def _bad(value: object) -> str:

@@ -18,6 +18,8 @@ what to do about it::
     ├── NonDeterminismError         the workflow code changed under a running run
     ├── InvalidStateError           an operation that the run's status does not allow
     ├── StepFailedError             a step failed for good (raised inside the workflow)
+    │   └── EventTimeoutError       no event arrived within ``ctx.wait_for_event``'s timeout
+    ├── EventTokenError             an approval token is malformed, tampered with, expired or used already
     ├── WorkflowFailedError         ``handle.result()`` of a run that failed
     ├── RunCancelledError           ``handle.result()`` of a cancelled run
     ├── WorkerLostError             a step's worker died (journaled as a ``lost`` attempt)
@@ -104,6 +106,34 @@ class StepFailedError(DurableError):
         self.step_key = step_key
         self.error_type = error_type
         self.error_message = error_message
+
+
+class EventTimeoutError(StepFailedError, TimeoutError):
+    """No event arrived within the timeout of ``ctx.wait_for_event``; raised inside the workflow.
+
+    Catch it to take the timeout branch. A payload may be ``None``, so a timeout is never a return value.
+    ``event`` is the event's name, ``key`` the wait's correlation key, ``timeout`` the seconds it waited.
+    Left uncaught, it parks the run as ``failed``; ``durable runs resume`` then waits again, with a fresh
+    timeout.
+    """
+
+    def __init__(self, message: str, *, step_key: str, event: str, key: str | None, timeout: float | None) -> None:
+        super().__init__(message, step_key=step_key, error_type=f"{__name__}.EventTimeoutError",
+                         error_message=message)
+        self.event = event
+        self.key = key
+        self.timeout = timeout
+
+
+class EventTokenError(DurableError):
+    """An event token was refused: malformed, signed with another secret or altered, expired, or used already.
+
+    ``reason`` is one of ``malformed``, ``tampered``, ``expired``, ``used``. Nothing was delivered.
+    """
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class WorkflowFailedError(DurableError):

@@ -1,231 +1,185 @@
-"""Monitoring events: committed transitions as Celery task events (for Flower) and ``durable-*`` events.
+"""Outside events for waiting runs: ``durable.send_event``, correlation keys, and approval tokens.
 
-:class:`RunEvents` is an :class:`~durable_tasks.observe.Observer`. After each commit it turns the batch of
-transitions into events and hands them to an :class:`EventSink` (in a worker,
-:class:`durable_tasks.celery_events.WorkerEvents`, which publishes them like Celery's own task events).
+An event is addressed to a run (its id, or a signed token that names it) or to a correlation key that a
+run waits on (``ctx.wait_for_event("approved", key="order-42")``). Sending it, in one transaction:
 
-How a run shows in Flower (``celery.events.state``, which Flower uses). A run is **one task whose id is
-the run id**, named after its workflow::
+- a run that waits for it gets it: the wait step journals the payload as its result and the run advances;
+- otherwise the event is kept (``event_retention``, 7 days by default) and the first wait that matches it
+  takes it at once;
+- an event id that was sent before changes nothing (at-least-once senders are harmless).
 
-    first advance            task-received (args, kwargs) + task-started         RECEIVED -> STARTED
-    sleeping on a timer      task-sleeping (eta = when it wakes)                 SLEEPING
-    waiting for an event     task-waiting                                        WAITING
-    awake again / resumed    task-retried + task-started                         RETRY -> STARTED
-    finished                 task-succeeded (result, runtime) / task-failed      SUCCESS / FAILURE
-    cancelled                task-retried + task-revoked                         REVOKED
-
-Its step tasks (and the coordinator's ``durable_tasks.advance`` tasks) are sent with the run id as their
-``root_id`` and ``parent_id``, so Flower lists them under the run. Why one id per run with RETRY on wake-up:
-Celery's state ranks a custom state (``SLEEPING``) above ``STARTED`` and ``RECEIVED``, so a woken run
-would stay ``SLEEPING`` until it ends; ``RETRY`` is the one state every later event overrides, so a wake-up
-passes through it. One id per execution segment would leave a finished-looking (or forever sleeping) task
-behind for every sleep, and Flower's task page for the run id would not show the run's current state.
-
-``durable-run`` and ``durable-step`` events carry every transition with its detail (status, step key,
-kind, attempt, error, due time, worker) for consumers other than Flower; Flower ignores them.
-Events are best-effort: the journal is the record.
+Every writer locks the run row first, like the coordinator. A wait on a key and an event sent to that key
+share no row until one of them is written, so both also take a lock on the key (PostgreSQL advisory lock;
+SQLite's write lock serialises them anyway): neither can miss the other.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-from collections import OrderedDict
-from collections.abc import Container, Mapping, Sequence
-from datetime import UTC, datetime
-from typing import Any, Protocol
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+from uuid import uuid4
 
-from .logs import RateLimitedLog
-from .observe import Transition
-from .vocabulary import RunStatus, StepKind, StepStatus
+from sqlalchemy.exc import IntegrityError
 
-logger = logging.getLogger("durable_tasks.events")
-_send_failures = RateLimitedLog(logger, every=60.0)
+from . import tokens, transitions
+from .config import Settings
+from .durations import parse_duration
+from .errors import ConfigurationError, InvalidStateError, RunNotFoundError
+from .outbox import UnitOfWork
+from .records import NewEvent, SignalRow, StepRow, check_text
+from .serialization import dumps
+from .store import queries
+from .store.database import Store
+from .vocabulary import ACTIVE_RUN_STATUSES, EventDelivery
 
-RUN_EVENT = "durable-run"
-STEP_EVENT = "durable-step"
-# Custom task states: Flower shows the event type's subject, upper-cased (task-sleeping -> SLEEPING).
-SLEEPING_EVENT = "task-sleeping"
-WAITING_EVENT = "task-waiting"
-# States Celery's state machine only leaves through RETRY (finished ones and custom ones).
-_STICKY = frozenset({RunStatus.SLEEPING, RunStatus.WAITING, RunStatus.SUCCEEDED, RunStatus.FAILED,
-                     RunStatus.CANCELLED})
-MAX_REPR = 1024  # Celery's own task events cut args and results to about this size too
-
-Event = tuple[str, dict[str, Any]]
+MAX_KEY_ROUNDS = 50  # a wait that appears while we keep the event on its key sends us round again
 
 
-class EventSink(Protocol):
-    """Where events go: the events of one commit, in order, as ``(type, fields)`` pairs.
+@dataclass(frozen=True, slots=True)
+class EventReceipt:
+    """What became of an event: ``delivered`` to a waiting step, ``kept`` for a later wait, or a ``duplicate``.
 
-    ``send([("task-started", {"uuid": ..., ...}), ...])``; it must not block for long.
+    ``run_id`` and ``step_key`` name the run and wait step that took it (``delivered``); for a ``kept``
+    event, ``run_id`` is the run it was sent to (None when sent to a key) and ``expires_at`` when it will be
+    dropped unless a wait takes it first.
     """
 
-    def send(self, events: Sequence[Event]) -> None: ...
+    outcome: EventDelivery
+    event_id: str
+    name: str
+    run_id: str | None = None
+    key: str | None = None
+    step_key: str | None = None
+    expires_at: float | None = None
+
+    @property
+    def delivered(self) -> bool:
+        return self.outcome == EventDelivery.DELIVERED
 
 
-class RunEvents:
-    """The observer that sends each commit's events to ``sink`` (errors are logged, rate-limited).
+class EventSender:
+    """Sends events to the runs of one store (``durable.send_event``, ``durable events send``)."""
 
-    It remembers (up to ``remember`` of them) the runs this process has announced, so the first event it
-    sends about a run that started elsewhere (a client's ``Workflow.run``, another worker, before a
-    restart) opens it with its name and arguments too.
-    """
+    def __init__(self, store: Store, unit_of_work: Callable[[], UnitOfWork], settings: Settings) -> None:
+        self.store = store
+        self.unit_of_work = unit_of_work
+        self.settings = settings
 
-    def __init__(self, sink: EventSink, *, remember: int = 10_000) -> None:
-        self.sink = sink
-        self.remember = remember
-        self._seen: OrderedDict[str, None] = OrderedDict()
+    # --- sending -------------------------------------------------------------------------------------
 
-    def on_committed(self, transitions: Sequence[Transition]) -> None:
-        events = events_for(transitions, self._seen)
-        for transition in transitions:
-            if transition.subject == "run":
-                self._seen[transition.run_id] = None
-                self._seen.move_to_end(transition.run_id)
-        while len(self._seen) > self.remember:
-            self._seen.popitem(last=False)
+    def send(self, run_id: str | None = None, name: str | None = None, payload: Any = None, *,
+             key: str | None = None, event_id: str | None = None, token: str | None = None) -> EventReceipt:
+        """Deliver or keep one event; see :meth:`durable_tasks.Durable.send_event`."""
+        claims = None
+        if token is not None:
+            if run_id is not None or key is not None or event_id is not None:
+                raise ConfigurationError("An event token names its run and its event id: send_event(token=..., "
+                                         "payload=...) takes no run_id, key or event_id besides it.")
+            claims = tokens.verify(self.settings.event_secret, token, now=time.time())
+            if name is not None and name != claims.name:
+                raise ConfigurationError(f"This token is for event {claims.name!r}, not {name!r}. Nothing was "
+                                         "delivered.")
+            run_id, name, event_id = claims.run_id, claims.name, claims.event_id
+        if (run_id is None) == (key is None):
+            raise ConfigurationError(
+                "send_event needs one address: a run id (send_event(run_id, name, payload)), a correlation key "
+                "(send_event(key='order-42', name=..., payload=...)) or a token (send_event(token=..., "
+                f"payload=...)); got run_id={run_id!r} and key={key!r}.")
+        check_text(run_id, "A run id", optional=True)
+        check_text(name, "An event name")
+        assert name is not None  # for the type checker: check_text refused None
+        target = f"run {run_id}" if run_id is not None else f"correlation key {key!r}"
+        text = dumps(payload, what=f"payload of event {name!r} for {target}",
+                     max_bytes=self.settings.max_payload_bytes)
+        event = NewEvent(event_id if event_id is not None else str(uuid4()), name, text, run_id, key)
         try:
-            self.sink.send(events)
-        except Exception:
-            _send_failures.exception("send", "Could not send the events of run %s (events are best-effort; the "
-                                     "journal has the change).", transitions[0].run_id, level=logging.WARNING)
+            receipt = self._to_run(event) if event.run_id is not None else self._to_key(event)
+        except IntegrityError:
+            # The same event id was sent at the same moment by someone else, who won: ours is the duplicate.
+            with self.store.read() as conn:
+                existing = queries.signal_by_event_id(conn, event.event_id)
+            if existing is None:
+                raise
+            receipt = _duplicate(existing)
+        if claims is not None and receipt.outcome == EventDelivery.DUPLICATE:
+            with self.store.read() as conn:
+                first = queries.signal_by_event_id(conn, event.event_id)
+            raise tokens.used_error(claims, first.created_at if first is not None else None)
+        return receipt
+
+    def _to_run(self, event: NewEvent) -> EventReceipt:
+        assert event.run_id is not None
+        with self.unit_of_work() as uow:
+            run = queries.get_run(uow.conn, event.run_id, lock=True)  # first, like every writer
+            existing = queries.signal_by_event_id(uow.conn, event.event_id)
+            if existing is not None:
+                return _duplicate(existing)
+            if run is None:
+                raise RunNotFoundError(f"No run with id {event.run_id!r} in the durable store at "
+                                       f"{self.store.redacted_url()}; event {event.name!r} was not stored.")
+            if run.status not in ACTIVE_RUN_STATUSES:
+                raise InvalidStateError(
+                    f"Run {run.id} is {run.status}; a finished run takes no events, so event {event.name!r} was "
+                    "not stored. To continue its work, start a new run (or `durable runs fork`).")
+            wait = queries.wait_of_run(uow.conn, run.id, event.name)
+            expires_at = time.time() + self.settings.event_retention
+            step = transitions.deliver_event(uow, wait, event, expires_at=expires_at) if wait else None
+            if step is not None:
+                return _delivered(event, step)
+            transitions.keep_event(uow, event, expires_at=expires_at)
+            return EventReceipt(EventDelivery.KEPT, event.event_id, event.name, event.run_id, expires_at=expires_at)
+
+    def _to_key(self, event: NewEvent) -> EventReceipt:
+        assert event.key is not None
+        for _ in range(MAX_KEY_ROUNDS):
+            with self.unit_of_work() as uow:
+                existing = queries.signal_by_event_id(uow.conn, event.event_id)
+                if existing is not None:
+                    return _duplicate(existing)
+                wait = queries.wait_on_key(uow.conn, event.key, event.name)
+                if wait is not None:
+                    run = queries.get_run(uow.conn, wait.run_id, lock=True)
+                    current = queries.get_wait(uow.conn, wait.run_id, wait.position)
+                    expires_at = time.time() + self.settings.event_retention
+                    if run is not None and run.status in ACTIVE_RUN_STATUSES and current is not None:
+                        step = transitions.deliver_event(uow, current, event, expires_at=expires_at)
+                        if step is not None:
+                            return _delivered(event, step)
+                    continue  # that wait ended meanwhile: look again
+                queries.lock_correlation_key(uow.conn, event.key)
+                if queries.wait_on_key(uow.conn, event.key, event.name) is not None:
+                    continue  # a wait committed meanwhile: start over, locking its run first
+                expires_at = time.time() + self.settings.event_retention
+                transitions.keep_event(uow, event, expires_at=expires_at)
+                return EventReceipt(EventDelivery.KEPT, event.event_id, event.name, key=event.key,
+                                    expires_at=expires_at)
+        raise InvalidStateError(
+            f"Event {event.name!r} for key {event.key!r} met {MAX_KEY_ROUNDS} waits that ended while it was being "
+            f"delivered, so it was not stored. Send it again (with event_id={event.event_id!r} it is delivered once).")
+
+    # --- tokens --------------------------------------------------------------------------------------
+
+    def token(self, run_id: str, name: str, ttl: float | str | timedelta) -> str:
+        """A signed token that delivers event ``name`` to run ``run_id`` once within ``ttl``.
+
+        Made without a database read (a step can make one for its own run, also under the eager runner);
+        the run is checked when the token is used.
+        """
+        check_text(run_id, "A run id")
+        check_text(name, "An event name")
+        seconds = parse_duration(ttl)
+        if seconds <= 0:
+            raise ConfigurationError(f"An event token's ttl must be longer than zero, not {ttl!r}.")
+        return tokens.sign(self.settings.event_secret, run_id, name, expires_at=time.time() + seconds)
 
 
-def events_for(transitions: Sequence[Transition], seen: Container[str] = frozenset()) -> list[Event]:
-    """The events of one committed batch, in order: task events for Flower, then ``durable-*`` detail.
-
-    A run that leaves ``pending`` in this batch, or that is not in ``seen`` (the runs this process has
-    announced already), is opened (received, started) before anything else of the batch, so a sleep
-    journaled in the same commit shows after it. Opening a run Flower knows already changes nothing there:
-    Celery's state only merges the name and arguments of a late ``task-received``.
-    """
-    events: list[Event] = []
-    opened: set[str] = set()
-    for transition in transitions:
-        if transition.subject != "run" or transition.status == RunStatus.PENDING or transition.run_id in opened:
-            continue  # a run just created is not running yet: it opens at its first advance
-        if transition.detail.get("previous") == RunStatus.PENDING or transition.run_id not in seen:
-            events.extend(_opening(transition))
-            opened.add(transition.run_id)
-    for transition in transitions:
-        if transition.subject == "run":
-            events.extend(_run_task_events(transition))
-            events.append((RUN_EVENT, _durable_fields(transition)))
-        else:
-            events.extend(_step_task_events(transition))
-            events.append((STEP_EVENT, _durable_fields(transition)))
-    return events
+def _delivered(event: NewEvent, step: StepRow) -> EventReceipt:
+    return EventReceipt(EventDelivery.DELIVERED, event.event_id, event.name, step.run_id, event.key, step.step_key)
 
 
-# --- the run as a Celery task -------------------------------------------------------------------------
-
-
-def _base(transition: Transition) -> dict[str, Any]:
-    return {"uuid": transition.run_id, "timestamp": transition.at, "name": transition.detail.get("workflow")}
-
-
-def _opening(transition: Transition) -> list[Event]:
-    """task-received with the run's arguments, then task-started."""
-    received = _base(transition)
-    args, kwargs = _call(transition.detail.get("input"))
-    received.update(args=args, kwargs=kwargs, root_id=transition.run_id, parent_id=None, retries=0, eta=None,
-                    expires=None)
-    return [("task-received", received), ("task-started", _base(transition))]
-
-
-def _run_task_events(transition: Transition) -> list[Event]:
-    # After _opening (RECEIVED, STARTED) a run still RUNNING needs nothing more, whatever came before.
-    detail = transition.detail
-    status = transition.status
-    previous = detail.get("previous")
-    base = _base(transition)
-    events: list[Event] = []
-    if previous in _STICKY or (status == RunStatus.CANCELLED and previous is None):
-        # Only RETRY leaves a custom or finished state in Celery's state machine.
-        events.append(("task-retried", {**base, "exception": _reopened_because(status, previous),
-                                        "traceback": None}))
-    if status == RunStatus.RUNNING and previous not in (RunStatus.PENDING, RunStatus.RUNNING, None):
-        events.append(("task-started", {**base, "exception": None, "traceback": None, "eta": None}))
-    elif status == RunStatus.SUCCEEDED:
-        events.append(("task-succeeded", {**base, "result": _short(_loads(detail.get("result"))),
-                                          "runtime": _runtime(transition), "exception": None, "traceback": None,
-                                          "eta": None}))
-    elif status == RunStatus.FAILED:
-        error = _loads(detail.get("error")) or {}
-        events.append(("task-failed", {**base, "exception": _exception(error), "eta": None,
-                                       "traceback": error.get("traceback") or error.get("summary")}))
-    elif status == RunStatus.CANCELLED:
-        error = _loads(detail.get("error")) or {}
-        events.append(("task-revoked", {**base, "terminated": False, "signum": None, "expired": False,
-                                        "exception": _exception(error), "eta": None}))
-    elif status == RunStatus.WAITING:
-        events.append((WAITING_EVENT, base))
-    elif status == RunStatus.SLEEPING and detail.get("announced"):
-        events.append((SLEEPING_EVENT, base))
-    # SLEEPING is announced by the sleep step's own transition, which knows the step and when it wakes.
-    return events
-
-
-def _step_task_events(transition: Transition) -> list[Event]:
-    if transition.kind == StepKind.SLEEP and transition.status == StepStatus.SLEEPING:
-        due = transition.detail.get("due_at")
-        return [(SLEEPING_EVENT, {"uuid": transition.run_id, "timestamp": transition.at,
-                                  "eta": _iso(due) if due else None, "step_key": transition.step_key})]
-    return []
-
-
-def _reopened_because(status: str, previous: str | None) -> str:
-    if status == RunStatus.CANCELLED:
-        return "cancelled"
-    if previous == RunStatus.FAILED:
-        return "resumed by an operator"
-    return f"woke up ({previous} before)"
-
-
-def _runtime(transition: Transition) -> float | None:
-    created = transition.detail.get("created_at")
-    return round(transition.at - created, 6) if created else None
-
-
-def _exception(error: Mapping[str, Any]) -> str:
-    kind = str(error.get("type") or "Error").rsplit(".", 1)[-1]
-    return f"{kind}({str(error.get('message', ''))!r})"
-
-
-def _call(text: str | None) -> tuple[str, str]:
-    call = _loads(text) or {}
-    return _short(tuple(call.get("args") or ())), _short(call.get("kwargs") or {})
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= MAX_REPR else text[: MAX_REPR - 3] + "..."
-
-
-def _loads(text: str | None) -> Any:
-    if not text:
-        return None
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
-def _iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).isoformat()
-
-
-# --- durable-* events ---------------------------------------------------------------------------------
-
-
-def _durable_fields(transition: Transition) -> dict[str, Any]:
-    fields: dict[str, Any] = {"run_id": transition.run_id, "status": transition.status,
-                              "timestamp": transition.at}
-    if transition.subject == "step":
-        fields.update(position=transition.position, step_key=transition.step_key, kind=transition.kind,
-                      attempt=transition.attempt)
-    for key, value in transition.detail.items():
-        if key not in ("input", "result"):  # payloads can be large; the journal has them
-            fields[key] = value
-    return fields
+def _duplicate(existing: SignalRow) -> EventReceipt:
+    return EventReceipt(EventDelivery.DUPLICATE, existing.event_id, existing.name, existing.run_id,
+                        existing.correlation_key, expires_at=None if existing.consumed_at else existing.expires_at)

@@ -11,6 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from .errors import ConfigurationError
+
+MAX_NAME_LENGTH = 255  # event names, correlation keys and event ids (the columns' width)
+
 
 class RunRow(Protocol):
     """A row of ``durable_runs``."""
@@ -195,3 +199,92 @@ class WorkerRow(Protocol):
     def heartbeat_interval(self) -> float | None: ...
     @property
     def timeout(self) -> float | None: ...
+
+
+class WaitRow(Protocol):
+    """A row of ``durable_waits``: an event wait that has no event yet."""
+
+    @property
+    def run_id(self) -> str: ...
+    @property
+    def position(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def correlation_key(self) -> str | None: ...
+    @property
+    def created_at(self) -> float: ...
+
+
+class SignalRow(Protocol):
+    """A row of ``durable_signals``: an outside event, kept until a wait consumes it or it expires."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def event_id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def run_id(self) -> str | None: ...
+    @property
+    def correlation_key(self) -> str | None: ...
+    @property
+    def payload(self) -> str: ...
+    @property
+    def created_at(self) -> float: ...
+    @property
+    def expires_at(self) -> float: ...
+    @property
+    def consumed_at(self) -> float | None: ...
+    @property
+    def consumed_position(self) -> int | None: ...
+
+
+def check_text(value: object, what: str, *, optional: bool = False) -> None:
+    """Refuse an event name, correlation key or event id that the journal cannot hold."""
+    if value is None and optional:
+        return
+    if not isinstance(value, str) or not value or len(value) > MAX_NAME_LENGTH:
+        shown = repr(value)
+        if isinstance(value, str) and len(value) > 80:
+            shown = f"{value[:80]!r}... ({len(value)} characters)"
+        raise ConfigurationError(f"{what} must be non-empty text of at most {MAX_NAME_LENGTH} characters, "
+                                 f"not {shown}.")
+
+
+@dataclass(frozen=True, slots=True)
+class EventWait:
+    """What ``ctx.wait_for_event`` waits for: an event ``name`` sent to the run (or to ``key``), until ``until``.
+
+    ``timeout`` is in seconds and ``until`` an epoch time; both are None for a wait without a timeout.
+    """
+
+    name: str
+    key: str | None
+    timeout: float | None
+    until: float | None
+
+    def __post_init__(self) -> None:
+        check_text(self.name, "An event name")
+        check_text(self.key, "A correlation key", optional=True)
+
+    def request(self) -> dict[str, object]:
+        """The wait as its step row's ``request`` column keeps it."""
+        return {"event": self.name, "key": self.key, "timeout": self.timeout, "until": self.until}
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event to deliver or keep: its address (a run, or a correlation key), its encoded payload and id."""
+
+    event_id: str
+    name: str
+    payload: str
+    run_id: str | None = None
+    key: str | None = None
+
+    def __post_init__(self) -> None:
+        check_text(self.event_id, "An event id")
+        check_text(self.name, "An event name")
+        check_text(self.key, "A correlation key", optional=True)

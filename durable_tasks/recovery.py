@@ -62,6 +62,7 @@ def sweep(runtime: Runtime, *, limit: int = 500) -> SweepReport:
             uow.send_advance(run_id)
             report.stalled += 1
         queries.forget_workers(uow.conn, now - 100 * settings.worker_timeout)
+        transitions.forget_expired_events(uow, now, limit)
     if report.leases_broken:
         logger.warning("Sweeper broke %d expired run lease(s): their coordinator died; advanced again.",
                        report.leases_broken)

@@ -37,9 +37,9 @@ def _type_name(value: Any) -> str:
 
 
 def _of_type(value: Any) -> str:
-    """``value of type builtins.set``: the qualified name, as the journal names exception types."""
+    """``of type builtins.set``: the qualified name, as the journal names exception types."""
     kind = type(value)
-    return f"value of type {kind.__module__}.{kind.__qualname__}"
+    return f"of type {kind.__module__}.{kind.__qualname__}"
 
 
 def _first_refused(value: Any) -> tuple[str, str] | None:
@@ -56,10 +56,10 @@ def _refusal(value: Any, open_ids: set[int]) -> tuple[list[str], str] | None:
     if value is None or isinstance(value, _SCALAR_TYPES):
         return None
     if isinstance(value, float):
-        return None if math.isfinite(value) else ([], f"float {value!r} (JSON has no NaN or infinity)")
+        return None if math.isfinite(value) else ([], f"a float {value!r} (JSON has no NaN or infinity)")
     if isinstance(value, _CONTAINER_TYPES):
         if id(value) in open_ids:
-            return [], f"{_type_name(value)} that contains itself (a circular reference)"
+            return [], f"a {_type_name(value)} that contains itself (a circular reference)"
         open_ids.add(id(value))
         found = _refusal_in_dict(value, open_ids) if isinstance(value, dict) else _refusal_in_items(value, open_ids)
         open_ids.discard(id(value))
@@ -85,12 +85,12 @@ def _refusal_in_items(items: list[Any] | tuple[Any, ...], open_ids: set[int]) ->
 
 def _refusal_in_dict(value: dict[Any, Any], open_ids: set[int]) -> tuple[list[str], str] | None:
     if value.keys() == _MARKER_KEYS:
-        return [], "dict whose keys are exactly '__type__' and '__value__' (reserved for Celery's type markers)"
+        return [], "a dict whose keys are exactly '__type__' and '__value__' (reserved for Celery's type markers)"
     for key, item in value.items():
         if key is not None and not isinstance(key, _KEY_TYPES):
             return [f" key {key!r}"], _of_type(key)
         if isinstance(key, float) and not math.isfinite(key):
-            return [f" key {key!r}"], f"float {key!r} (JSON has no NaN or infinity)"
+            return [f" key {key!r}"], f"a float {key!r} (JSON has no NaN or infinity)"
         found = _refusal(item, open_ids)
         if found:
             found[0].append(f"[{key!r}]")
@@ -101,7 +101,7 @@ def _refusal_in_dict(value: dict[Any, Any], open_ids: set[int]) -> tuple[list[st
 def _refused(what: str, where: str, kind: str, cause: Exception | None) -> SerializationError:
     detail = f" ({cause})" if cause is not None else ""
     return SerializationError(
-        f"The {what} cannot be encoded as JSON: {where} is a {kind}{detail}. "
+        f"The {what} cannot be encoded as JSON: {where} is {kind}{detail}. "
         "Return JSON types (dict, list, str, int, float, bool, None) or the types Celery's JSON serializer "
         "carries (datetime, date, time, Decimal, UUID, bytes), for example by converting it to a dict or "
         "storing it elsewhere and returning its key."

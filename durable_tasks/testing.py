@@ -11,13 +11,33 @@ result fails here too. Retry policies are applied without waiting. Step keys, ``
         outcome = run_eagerly(checkout, 42)
         assert outcome.result["approved"]
         assert outcome.step_keys == ["tasks.charge_card", "summarise", "cool-off"]
+
+Time is a :class:`Clock` that only moves when the workflow sleeps or waits, so a three-day sleep takes no
+time and ``ctx.now()`` tells where the run is. Outside events are given up front as :class:`Event` objects,
+each arriving some time after the start; a wait takes the first matching event that arrives before its
+timeout, or times out (the clock jumps to the deadline). That tests both branches of an approval::
+
+    from durable_tasks.testing import Event, run_eagerly
+
+    def test_approved_within_two_days():
+        outcome = run_eagerly(approval, 42, events=[Event("approved", {"by": "ana"}, after="3 hours")])
+        assert outcome.result == "shipped" and outcome.clock.elapsed == 3 * 3600
+
+    def test_nobody_answers():
+        outcome = run_eagerly(approval, 42)  # no event: the wait times out (EventTimeoutError)
+        assert outcome.result == "cancelled" and outcome.clock.elapsed == 2 * 86400
+
+A wait without a timeout and without a matching event leaves the run ``waiting``
+(``outcome.status``, ``outcome.waiting_for``), as a real run would stay.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import uuid4
 
@@ -25,36 +45,103 @@ from .attempts import after_failure, error_record
 from .chain import CHAIN_WORKFLOW, DurableChain
 from .current import StepInfo, running_step
 from .definitions import Workflow
-from .records import StepRow, WrittenStep
+from .durations import epoch_seconds, parse_duration
+from .errors import Suspend
+from .records import EventWait, StepRow, WrittenStep, check_text
 from .registry import WorkflowDefinition, step_definition
 from .retry import NO_RETRY, RetryPolicy
 from .runtime import Runtime
 from .serialization import dumps, loads
-from .vocabulary import StepKind, StepStatus
+from .transitions import event_timeout_error
+from .vocabulary import RunStatus, StepKind, StepStatus
 from .workflow import WorkflowContext
 
-__all__ = ["EagerOutcome", "run_eagerly"]
+__all__ = ["Clock", "EagerOutcome", "Event", "run_eagerly"]
+
+
+class Clock:
+    """A test clock: it starts at ``start`` (epoch seconds or an aware ``datetime``; default: now) and
+    moves only when told to (``advance``) or when an eager run sleeps or waits."""
+
+    def __init__(self, start: float | datetime | None = None) -> None:
+        if isinstance(start, datetime):
+            start = epoch_seconds(start, "Clock(start=...)")
+        self.start = time.time() if start is None else float(start)
+        self._now = self.start
+
+    def now(self) -> float:
+        """The clock's time, in epoch seconds."""
+        return self._now
+
+    def advance(self, duration: float | str | timedelta) -> None:
+        """Move the clock forward by ``duration`` (seconds, a ``timedelta`` or text such as ``"2 days"``)."""
+        self._now += parse_duration(duration)
+
+    def advance_to(self, moment: float) -> None:
+        """Move the clock forward to the epoch time ``moment`` (never backwards)."""
+        self._now = max(self._now, moment)
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the clock's start."""
+        return self._now - self.start
+
+
+@dataclass(frozen=True)
+class Event:
+    """An outside event for :func:`run_eagerly`: it arrives ``after`` the run's start.
+
+    ``key=None`` addresses it to the run (like ``send_event(run_id, ...)``); a ``key`` to waits on that
+    correlation key. Events with the same ``event_id`` are delivered once, as in a real run.
+    """
+
+    name: str
+    payload: Any = None
+    key: str | None = None
+    after: float | str | timedelta = 0
+    event_id: str | None = None
 
 
 @dataclass
 class EagerOutcome:
-    """What :func:`run_eagerly` saw: the result, the journal it would have written, the sleeps."""
+    """What :func:`run_eagerly` saw: the result, the journal it would have written, the sleeps, the clock.
+
+    ``status`` is ``succeeded``, or ``waiting`` when the run waits for an event that never comes (then
+    ``waiting_for`` names it and ``result`` is None). ``undelivered`` are the given events no wait took.
+    """
 
     result: Any
     journal: list[WrittenStep] = field(default_factory=list)
     slept: list[float] = field(default_factory=list)
+    clock: Clock = field(default_factory=Clock)
+    status: str = RunStatus.SUCCEEDED
+    waiting_for: str | None = None
+    undelivered: list[Event] = field(default_factory=list)
 
     @property
     def step_keys(self) -> list[str]:
         return [row.step_key for row in self.journal]
 
 
+@dataclass
+class _Arrival:
+    event: Event
+    at: float
+    payload: str
+
+
 class _EagerWriter:
-    def __init__(self, runtime: Runtime, workflow: WorkflowDefinition, run_id: str, outcome: EagerOutcome) -> None:
+    def __init__(self, runtime: Runtime, workflow: WorkflowDefinition, run_id: str, outcome: EagerOutcome,
+                 arrivals: list[_Arrival]) -> None:
         self.runtime = runtime
         self.workflow = workflow
         self.run_id = run_id
         self.outcome = outcome
+        self.arrivals = arrivals
+        self.max_sleep = runtime.settings.max_sleep
+
+    def now(self) -> float:
+        return self.outcome.clock.now()
 
     def _attempts(self, position: int, step_key: str, kind: StepKind, name: str, policy: RetryPolicy,
                   call: Callable[[], Any]) -> StepRow:
@@ -91,36 +178,93 @@ class _EagerWriter:
         name = getattr(fn, "__name__", step_key)
         return self._attempts(position, step_key, StepKind.INLINE, name, policy, lambda: fn(*args, **kwargs))
 
-    def start_sleep(self, position: int, step_key: str, seconds: float) -> StepRow:
-        self.outcome.slept.append(seconds)
+    def start_sleep(self, position: int, step_key: str, until: float) -> StepRow:
+        clock = self.outcome.clock
+        self.outcome.slept.append(max(0.0, until - clock.now()))
+        clock.advance_to(until)
         return self._journal(WrittenStep(self.run_id, position, step_key, StepKind.SLEEP, step_key,
                                          StepStatus.SUCCEEDED, result="null"))
+
+    def start_wait(self, position: int, step_key: str, wait: EventWait, row: StepRow | None) -> StepRow:
+        clock = self.outcome.clock
+        retention = self.runtime.settings.event_retention
+        deadline = wait.until if wait.until is not None else float("inf")
+        matching = [arrival for arrival in self.arrivals
+                    if arrival.event.name == wait.name and arrival.event.key in (None, wait.key)
+                    and arrival.at <= deadline and arrival.at + retention > clock.now()]
+        if matching:
+            arrival = min(matching, key=lambda item: item.at)  # stable: the first given wins a tie
+            self.arrivals.remove(arrival)
+            clock.advance_to(arrival.at)
+            return self._journal(WrittenStep(self.run_id, position, step_key, StepKind.EVENT, wait.name,
+                                             StepStatus.SUCCEEDED, result=arrival.payload))
+        if wait.until is None:
+            self.outcome.waiting_for = wait.name
+            return WrittenStep(self.run_id, position, step_key, StepKind.EVENT, wait.name, StepStatus.WAITING)
+        clock.advance_to(wait.until)
+        error = json.dumps(event_timeout_error(step_key, wait.request()))
+        return self._journal(WrittenStep(self.run_id, position, step_key, StepKind.EVENT, wait.name,
+                                         StepStatus.FAILED, error=error))
 
     def record_marker(self, position: int, step_key: str) -> StepRow:
         return self._journal(WrittenStep(self.run_id, position, step_key, StepKind.MARKER, step_key,
                                          StepStatus.SUCCEEDED, result="true"))
 
 
-def run_eagerly(target: Workflow[Any, Any] | DurableChain, *args: Any, **kwargs: Any) -> EagerOutcome:
+def run_eagerly(target: Workflow[Any, Any] | DurableChain, *args: Any, events: Iterable[Event] = (),
+                clock: Clock | None = None, **kwargs: Any) -> EagerOutcome:
     """Run a workflow, ``workflow(*args, **kwargs)``, or a durable chain in memory; return its :class:`EagerOutcome`.
 
     A chain's ``args``/``kwargs`` go to its first signature, as with ``chain.delay(...)``::
 
         outcome = run_eagerly(durable.chain(charge_card.s(42), send_receipt.s()))
 
+    ``events`` are outside events that arrive during the run (see :class:`Event`); ``clock`` is the
+    :class:`Clock` the run starts on (default: a new one at the current time), so a test can start it at a
+    chosen moment for ``ctx.sleep_until``. These two names are taken by this call, so a workflow's own
+    keyword arguments cannot use them.
+
     A step that fails for good raises :class:`~durable_tasks.StepFailedError` out of this call, as it
-    would park a real run.
+    would park a real run; so does an event wait that times out when the workflow does not catch its
+    :class:`~durable_tasks.EventTimeoutError`.
     """
     if isinstance(target, DurableChain):
         workflow = target.runtime.registry.get(CHAIN_WORKFLOW)
         args, kwargs = (target.elements, list(args), kwargs), {}
     else:
         workflow = target
-    outcome = EagerOutcome(result=None)
+    outcome = EagerOutcome(result=None, clock=clock or Clock())
+    arrivals = _arrivals(events, outcome.clock.now())
     run_id = f"eager-{uuid4().hex[:8]}"
-    writer = _EagerWriter(target.runtime, workflow, run_id, outcome)
+    writer = _EagerWriter(target.runtime, workflow, run_id, outcome, arrivals)
     ctx = WorkflowContext(run_id, workflow.name, {}, writer)
     call = loads(dumps({"args": list(args), "kwargs": kwargs}, what=f"input of workflow {workflow.name!r}"))
-    value = workflow.fn(ctx, *call["args"], **call["kwargs"])
-    outcome.result = loads(dumps(value, what=f"result of workflow {workflow.name!r}"))
+    try:
+        value = workflow.fn(ctx, *call["args"], **call["kwargs"])
+    except Suspend:  # only an event wait without a timeout suspends here: nothing else will come
+        outcome.status = RunStatus.WAITING
+    else:
+        outcome.result = loads(dumps(value, what=f"result of workflow {workflow.name!r}"))
+    outcome.undelivered = [arrival.event for arrival in arrivals]
     return outcome
+
+
+def _arrivals(events: Iterable[Event], start: float) -> list[_Arrival]:
+    """The given events in arrival order, each checked and encoded as ``send_event`` would; of several with
+    one event id only the first to arrive counts, as in a real run."""
+    arrivals: list[_Arrival] = []
+    for event in events:
+        check_text(event.name, "An event name")
+        check_text(event.key, "A correlation key", optional=True)
+        payload = dumps(event.payload, what=f"payload of event {event.name!r}")
+        arrivals.append(_Arrival(event, start + parse_duration(event.after), payload))
+    arrivals.sort(key=lambda arrival: arrival.at)  # stable: events given at the same time keep their order
+    seen: set[str] = set()
+    kept: list[_Arrival] = []
+    for arrival in arrivals:
+        if arrival.event.event_id is not None:
+            if arrival.event.event_id in seen:
+                continue
+            seen.add(arrival.event.event_id)
+        kept.append(arrival)
+    return kept

@@ -11,6 +11,7 @@ Steps: :func:`dispatch_task`, :func:`refuse_task`, :func:`claim_task`, :func:`st
 :func:`attempt_succeeded`, :func:`attempt_failed`, :func:`attempt_lost`, :func:`next_attempt`,
 :func:`restart_step`, :func:`start_sleep`, :func:`fire_timer`, :func:`record_marker`.
 Announcements (nothing written, see :func:`announce_run`): :func:`announce_run`.
+Events: :func:`start_wait`, :func:`deliver_event`, :func:`keep_event`, :func:`forget_expired_events`.
 """
 
 from __future__ import annotations
@@ -25,11 +26,12 @@ from typing import Any
 from uuid import uuid4
 
 from .attempts import CeleryRetry, after_failure, error_record
-from .errors import WorkerLostError
+from .durations import describe
+from .errors import EventTimeoutError, WorkerLostError
 from .messages import StepMessage
 from .observe import Transition
 from .outbox import UnitOfWork
-from .records import LockedRun, RunRow, StepRow, TimerRow, WrittenStep
+from .records import EventWait, LockedRun, NewEvent, RunRow, StepRow, TimerRow, WaitRow, WrittenStep
 from .retry import RetryPolicy
 from .serialization import loads
 from .store import queries
@@ -45,6 +47,7 @@ from .vocabulary import (
 logger = logging.getLogger("durable_tasks.transitions")
 
 WORKER_LOST = f"{WorkerLostError.__module__}.{WorkerLostError.__qualname__}"
+EVENT_TIMEOUT = f"{EventTimeoutError.__module__}.{EventTimeoutError.__qualname__}"
 
 
 def _compact(value: Mapping[str, Any]) -> str:
@@ -127,9 +130,10 @@ def cancel_run(uow: UnitOfWork, run: RunRow, reason: str) -> None:
     """Cancel a run: its timers, queued advances and pending steps end; running steps can notice."""
     now = time.time()
     queries.cancel_timers(uow.conn, run.id, None, now)
+    queries.delete_waits(uow.conn, run.id)
     queries.delete_outbox_of(uow.conn, run.id)
     queries.cancel_pending_steps(uow.conn, run.id, (StepStatus.DISPATCHED, StepStatus.RETRYING,
-                                                    StepStatus.SLEEPING), StepStatus.CANCELLED, now)
+                                                    StepStatus.SLEEPING, StepStatus.WAITING), StepStatus.CANCELLED, now)
     error = _compact({"type": "cancelled", "message": reason})
     queries.update_run(uow.conn, run.id, status=RunStatus.CANCELLED, lease_owner=None, lease_until=None,
                        error=error, finished_at=now, updated_at=now)
@@ -360,27 +364,31 @@ def restart_step(uow: UnitOfWork, step: StepRow) -> None:
 # --- sleeps, timers and markers ----------------------------------------------------------------------
 
 
-def start_sleep(uow: UnitOfWork, run_id: str, position: int, step_key: str, seconds: float) -> WrittenStep:
-    """Journal a durable sleep and its timer (a sleep of zero or less is over at once)."""
+def start_sleep(uow: UnitOfWork, run_id: str, position: int, step_key: str, until: float) -> WrittenStep:
+    """Journal a durable sleep until the epoch time ``until`` and its timer (a time past is over at once)."""
     now = time.time()
-    due = now + seconds
-    request = _compact({"seconds": seconds, "until": due})
-    status = StepStatus.SLEEPING if seconds > 0 else StepStatus.SUCCEEDED
+    request = _compact({"seconds": max(0.0, until - now), "until": until})
+    status = StepStatus.SLEEPING if until > now else StepStatus.SUCCEEDED
     queries.insert_step(uow.conn, run_id=run_id, position=position, step_key=step_key, kind=StepKind.SLEEP,
                         name=step_key, status=status, request=request, created_at=now,
-                        finished_at=None if seconds > 0 else now)
-    if seconds > 0:
-        queries.insert_timer(uow.conn, run_id, position, TimerPurpose.SLEEP, due)
+                        finished_at=None if until > now else now)
+    if until > now:
+        queries.insert_timer(uow.conn, run_id, position, TimerPurpose.SLEEP, until)
     step = WrittenStep(run_id, position, step_key, StepKind.SLEEP, step_key, status, request=request, result="null")
-    _note_step(uow, step, status, due_at=due)
+    _note_step(uow, step, status, due_at=until)
     return step
 
 
 def fire_timer(uow: UnitOfWork, timer: TimerRow) -> bool:
-    """Fire one timer exactly once: end its sleep, or start its step's next attempt. False: nothing to do."""
+    """Fire one timer exactly once: end its sleep, start its step's next attempt, or time out its event wait.
+
+    The run row is locked first, then the timer is marked fired (``fired_at IS NULL``), then the step's
+    state decides: an event delivered in the same instant either committed first (the wait is over and
+    the timer does nothing) or waits for this commit (and finds the wait timed out). False: nothing to do.
+    """
+    run = queries.get_run(uow.conn, timer.run_id, lock=True)
     if not queries.fire_timer(uow.conn, timer.id, time.time()):
         return False
-    run = queries.get_run(uow.conn, timer.run_id)
     step = queries.get_step(uow.conn, timer.run_id, timer.position)
     if run is None or run.status not in ACTIVE_RUN_STATUSES or step is None:
         return False
@@ -391,9 +399,109 @@ def fire_timer(uow: UnitOfWork, timer: TimerRow) -> bool:
         uow.send_advance(step.run_id)
     elif timer.purpose == TimerPurpose.RETRY and step.status == StepStatus.RETRYING:
         next_attempt(uow, step, due_at=timer.due_at, timer=timer.purpose)
+    elif timer.purpose == TimerPurpose.EVENT_TIMEOUT and step.status == StepStatus.WAITING:
+        _time_out(uow, step, json.loads(step.request or "{}"))
+        uow.send_advance(step.run_id)
     else:
         return False
     return True
+
+
+# --- event waits -------------------------------------------------------------------------------------
+
+
+def start_wait(uow: UnitOfWork, run_id: str, position: int, step_key: str, wait: EventWait, *,
+               exists: bool) -> WrittenStep:
+    """Journal an event wait: it takes a kept event at once, times out at once (``timeout=0``), or waits.
+
+    A waiting step gets a row in ``durable_waits`` (how senders find it) and, with a timeout, a timer.
+    ``exists``: an operator restarted this wait (``durable runs resume`` after a timeout).
+    """
+    queries.lock_run(uow.conn, run_id)  # again: after an inline step this transaction no longer holds it
+    if wait.key is not None:
+        queries.lock_correlation_key(uow.conn, wait.key)
+    now = time.time()
+    request = _compact(wait.request())
+    columns: dict[str, Any] = {"request": request, "error": None, "result": None, "finished_at": None}
+    while True:  # the kept event is locked (PostgreSQL) or the database is (SQLite): a retry is rare
+        signal = queries.kept_signal(uow.conn, run_id, wait.key, wait.name, now)
+        if signal is None or queries.consume_signal(uow.conn, signal.id, run_id, position, now):
+            break
+    if signal is not None:
+        columns.update(status=StepStatus.SUCCEEDED, result=signal.payload, finished_at=now)
+        detail: dict[str, Any] = {"event": wait.name, "event_id": signal.event_id}
+    elif wait.until is not None and wait.until <= now:
+        columns.update(status=StepStatus.FAILED, error=_compact(event_timeout_error(step_key, wait.request())),
+                       finished_at=now)
+        detail = {"event": wait.name, "error": columns["error"]}
+    else:
+        columns["status"] = StepStatus.WAITING
+        queries.insert_wait(uow.conn, run_id=run_id, position=position, name=wait.name, correlation_key=wait.key,
+                            created_at=now)
+        if wait.until is not None:
+            queries.insert_timer(uow.conn, run_id, position, TimerPurpose.EVENT_TIMEOUT, wait.until)
+        detail = {"event": wait.name, "key": wait.key, "due_at": wait.until}
+    if exists:
+        queries.update_step(uow.conn, run_id, position, **columns)
+    else:
+        queries.insert_step(uow.conn, run_id=run_id, position=position, step_key=step_key, kind=StepKind.EVENT,
+                            name=wait.name, created_at=now, **columns)
+    step = WrittenStep(run_id, position, step_key, StepKind.EVENT, wait.name, columns["status"], request=request,
+                       result=columns["result"], error=columns["error"], created_at=now,
+                       finished_at=columns["finished_at"])
+    _note_step(uow, step, columns["status"], **detail)
+    return step
+
+
+def deliver_event(uow: UnitOfWork, wait: WaitRow, event: NewEvent, *, expires_at: float) -> StepRow | None:
+    """Give a new event to a waiting step (its run locked by the caller) and advance the run.
+
+    The event is journaled as consumed by that step, so sending it again with the same id is a no-op.
+    Returns the step; None when it no longer waits (it timed out or was cancelled meanwhile): nothing is
+    written then.
+    """
+    now = time.time()
+    step = queries.get_step(uow.conn, wait.run_id, wait.position)
+    if step is None or step.status != StepStatus.WAITING:
+        return None
+    queries.insert_signal(uow.conn, event_id=event.event_id, name=event.name, run_id=wait.run_id,
+                          correlation_key=event.key, payload=event.payload, created_at=now, expires_at=expires_at,
+                          consumed_at=now, consumed_position=wait.position)
+    queries.update_step(uow.conn, wait.run_id, wait.position, status=StepStatus.SUCCEEDED, result=event.payload,
+                        finished_at=now)
+    queries.delete_waits(uow.conn, wait.run_id, wait.position)
+    queries.cancel_timers(uow.conn, wait.run_id, wait.position, now)
+    _note_step(uow, step, StepStatus.SUCCEEDED, event=event.name, event_id=event.event_id)
+    uow.send_advance(wait.run_id)
+    return step
+
+
+def keep_event(uow: UnitOfWork, event: NewEvent, *, expires_at: float) -> None:
+    """Keep an event that no run waits for yet, for the first matching wait until ``expires_at``."""
+    queries.insert_signal(uow.conn, event_id=event.event_id, name=event.name, run_id=event.run_id,
+                          correlation_key=event.key, payload=event.payload, created_at=time.time(),
+                          expires_at=expires_at)
+
+
+def forget_expired_events(uow: UnitOfWork, now: float, limit: int = 500) -> int:
+    """Delete events that expired before any wait took them (the sweeper); returns how many."""
+    return queries.delete_expired_signals(uow.conn, now, limit)
+
+
+def event_timeout_error(step_key: str, request: Mapping[str, Any]) -> dict[str, Any]:
+    """The journaled error of an event wait that timed out (``request`` is the wait's step request)."""
+    name, key, timeout = request.get("event"), request.get("key"), request.get("timeout") or 0
+    on_key = f" on key {key!r}" if key is not None else ""
+    return {"type": EVENT_TIMEOUT, "step": step_key, "event": name, "key": key, "timeout": timeout,
+            "message": f"no event {name!r}{on_key} arrived within its timeout of {describe(timeout)}"}
+
+
+def _time_out(uow: UnitOfWork, step: StepRow, request: Mapping[str, Any]) -> None:
+    error = _compact(event_timeout_error(step.step_key, request))
+    queries.update_step(uow.conn, step.run_id, step.position, status=StepStatus.FAILED, error=error,
+                        finished_at=time.time())
+    queries.delete_waits(uow.conn, step.run_id, step.position)
+    _note_step(uow, step, StepStatus.FAILED, error=error, event=request.get("event"))
 
 
 def record_marker(uow: UnitOfWork, run_id: str, position: int, change_id: str) -> WrittenStep:

@@ -33,6 +33,7 @@ class StepStatus(StrEnum):
     RUNNING = "running"  # a worker claimed it (task) or the coordinator runs it (inline)
     RETRYING = "retrying"  # an attempt failed; a timer holds the next one
     SLEEPING = "sleeping"  # a sleep whose timer has not fired
+    WAITING = "waiting"  # an event wait: no event yet, and its timeout (if any) has not fired
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -42,11 +43,13 @@ PENDING_STEP_STATUSES: tuple[StepStatus, ...] = (StepStatus.DISPATCHED, StepStat
 
 
 class StepKind(StrEnum):
-    """What a step is: a Celery task, a function run by the coordinator, a durable sleep, or a patch marker."""
+    """What a step is: a Celery task, a function run by the coordinator, a durable sleep, a wait for an outside
+    event, or a patch marker."""
 
     TASK = "task"
     INLINE = "inline"
     SLEEP = "sleep"
+    EVENT = "event"
     MARKER = "marker"
 
 
@@ -60,10 +63,20 @@ class AttemptStatus(StrEnum):
 
 
 class TimerPurpose(StrEnum):
-    """Why a timer exists: to end a durable sleep, or to start a step's next attempt after its backoff."""
+    """Why a timer exists: to end a durable sleep, to start a step's next attempt after its backoff, or to end
+    an event wait that nothing answered in time."""
 
     SLEEP = "sleep"
     RETRY = "retry"
+    EVENT_TIMEOUT = "event_timeout"
+
+
+class EventDelivery(StrEnum):
+    """What became of an event sent with ``durable.send_event``."""
+
+    DELIVERED = "delivered"  # a run was waiting for it: its wait step has the payload, the run advances
+    KEPT = "kept"  # no run waits for it yet: kept until the first matching wait, or until it expires
+    DUPLICATE = "duplicate"  # an event with this event id was received before: nothing changed
 
 
 class ProcessRole(StrEnum):

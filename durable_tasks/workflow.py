@@ -8,15 +8,15 @@ journal ends there the step is started and, if its result is needed, the call su
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from celery.canvas import Signature
 
-from .durations import parse_duration
-from .errors import NonDeterminismError, StepFailedError, Suspend
-from .records import StepRow
+from .durations import describe, epoch_seconds, parse_duration
+from .errors import ConfigurationError, EventTimeoutError, NonDeterminismError, StepFailedError, Suspend
+from .records import EventWait, StepRow, check_text
 from .serialization import loads
 from .vocabulary import StepKind, StepStatus
 
@@ -27,15 +27,23 @@ if TYPE_CHECKING:
 class JournalWriter(Protocol):
     """What the context needs to start new steps: the coordinator's ``Replay``, or the eager runner.
 
-    ``call`` holds the task step's ``args``, ``kwargs`` and Celery ``options``.
+    ``call`` holds the task step's ``args``, ``kwargs`` and Celery ``options``. ``now`` is the writer's
+    clock (the wall clock, or the eager runner's test clock); ``max_sleep`` the longest sleep or event
+    timeout it accepts.
     """
+
+    max_sleep: float
+
+    def now(self) -> float: ...
 
     def dispatch_task(self, position: int, step_key: str, name: str, call: dict[str, Any]) -> StepRow: ...
 
     def run_inline(self, position: int, step_key: str, fn: Callable[..., Any], args: tuple[Any, ...],
                    kwargs: dict[str, Any], row: StepRow | None) -> StepRow: ...
 
-    def start_sleep(self, position: int, step_key: str, seconds: float) -> StepRow: ...
+    def start_sleep(self, position: int, step_key: str, until: float) -> StepRow: ...
+
+    def start_wait(self, position: int, step_key: str, wait: EventWait, row: StepRow | None) -> StepRow: ...
 
     def record_marker(self, position: int, step_key: str) -> StepRow: ...
 
@@ -152,15 +160,73 @@ class WorkflowContext:
             row = self._writer.run_inline(position, key, fn, args, kwargs, row)
         return StepFuture(key, row).result()
 
-    def sleep(self, name: str, duration: float | str, /) -> None:
+    def sleep(self, name: str, duration: float | str | timedelta, /) -> None:
         """Sleep durably: the run is parked on a timer and resumes after ``duration``, across restarts.
 
-        ``ctx.sleep("cool-off", "3 days")``
+        ``duration`` is seconds, a ``timedelta`` or text: ``ctx.sleep("cool-off", "3 days")``,
+        ``ctx.sleep("retry-window", "1h30m")``. Over ``max_sleep`` (a setting) it is refused.
         """
+        seconds = parse_duration(duration)
         position, key, row = self._replayed(StepKind.SLEEP, name)
         if row is None:
-            row = self._writer.start_sleep(position, key, parse_duration(duration))
+            self._within_limit(seconds, f"ctx.sleep({name!r}, {duration!r})")
+            row = self._writer.start_sleep(position, key, self._writer.now() + seconds)
         StepFuture(key, row).result()
+
+    def sleep_until(self, name: str, when: datetime, /) -> None:
+        """Sleep durably until the moment ``when``, a ``datetime`` with a time zone (a past moment: no sleep).
+
+        ::
+
+            ctx.sleep_until("renewal", datetime(2027, 1, 1, 9, 0, tzinfo=ZoneInfo("Europe/Berlin")))
+
+        A naive ``datetime`` is refused: its moment would depend on the machine's zone.
+        """
+        until = epoch_seconds(when, f"ctx.sleep_until({name!r}, ...)")
+        position, key, row = self._replayed(StepKind.SLEEP, name)
+        if row is None:
+            self._within_limit(until - self._writer.now(), f"ctx.sleep_until({name!r}, {when.isoformat()})")
+            row = self._writer.start_sleep(position, key, until)
+        StepFuture(key, row).result()
+
+    def wait_for_event(self, name: str, /, timeout: float | str | timedelta | None = None, *,
+                       key: str | None = None) -> Any:
+        """Wait durably for the outside event ``name`` and return its payload (which may be ``None``).
+
+        The event comes from ``durable.send_event(run_id, name, payload)``, from a signed token
+        (``durable.event_token``), or, with a correlation ``key``, from ``send_event(key=..., name=...)``
+        by a sender that does not know the run. An event sent before the wait is kept and taken at once.
+        Without an event within ``timeout`` it raises :class:`~durable_tasks.EventTimeoutError`::
+
+            try:
+                decision = ctx.wait_for_event("approved", timeout="2 days", key=f"order-{order_id}")
+            except EventTimeoutError:
+                decision = {"approved": False, "by": "timeout"}
+        """
+        check_text(name, "An event name")
+        check_text(key, "A correlation key", optional=True)
+        seconds = None if timeout is None else parse_duration(timeout)
+        position, step_key, row = self._replayed(StepKind.EVENT, name)
+        if row is None or row.status == StepStatus.DISPATCHED:  # new, or restarted by an operator
+            until = None
+            if seconds is not None:
+                self._within_limit(seconds, f"ctx.wait_for_event({name!r}, timeout={timeout!r})")
+                until = self._writer.now() + seconds
+            row = self._writer.start_wait(position, step_key, EventWait(name, key, seconds, until), row)
+        if row.status == StepStatus.SUCCEEDED:
+            return loads(row.result)
+        if row.status == StepStatus.FAILED:
+            raise _wait_failed(step_key, row)
+        raise Suspend(StepKind.EVENT)
+
+    def _within_limit(self, seconds: float, what: str) -> None:
+        limit = self._writer.max_sleep
+        if seconds > limit:
+            raise ConfigurationError(
+                f"{what} asks for {describe(seconds)} ({seconds:.10g}s), longer than max_sleep ({describe(limit)}). "
+                "Check the unit; to allow it, raise the setting: Durable(app, max_sleep='800 days') or "
+                "app.conf.durable_max_sleep."
+            )
 
     def patched(self, change_id: str) -> bool:
         """True when this run follows the code after the change ``change_id``; False for older runs.
@@ -180,8 +246,20 @@ class WorkflowContext:
         return True
 
     def now(self) -> float:
-        """Wall-clock time; for decisions that must replay the same way, journal it with ``ctx.step``."""
-        return time.time()
+        """Wall-clock time (the test clock under the eager runner); for decisions that must replay the same
+        way, journal it with ``ctx.step``."""
+        return self._writer.now()
+
+
+def _wait_failed(step_key: str, row: StepRow) -> StepFailedError:
+    """The error an event wait's journaled failure raises: a timeout, or whatever else ended it."""
+    error = loads(row.error) or {}
+    message = str(error.get("message"))
+    if error.get("type") == f"{EventTimeoutError.__module__}.{EventTimeoutError.__qualname__}":
+        return EventTimeoutError(f"Step {step_key!r} timed out: {message}", step_key=step_key,
+                                 event=str(error.get("event")), key=error.get("key"), timeout=error.get("timeout"))
+    return StepFailedError(f"Step {step_key!r} failed: {error.get('type')}: {message}", step_key=step_key,
+                           error_type=str(error.get("type")), error_message=message)
 
 
 def task_request(

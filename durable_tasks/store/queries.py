@@ -14,7 +14,7 @@ from typing import Any, cast
 
 from sqlalchemy import Connection, bindparam, delete, func, insert, literal, or_, select, update
 
-from ..records import AttemptRow, LockedRun, RunRow, StepRow, TimerRow, WorkerRow
+from ..records import AttemptRow, LockedRun, RunRow, SignalRow, StepRow, TimerRow, WaitRow, WorkerRow
 from ..vocabulary import (
     ACTIVE_RUN_STATUSES,
     PENDING_STEP_STATUSES,
@@ -24,7 +24,7 @@ from ..vocabulary import (
     StepKind,
     StepStatus,
 )
-from .schema import attempts, outbox, runs, signals, steps, timers, workers
+from .schema import attempts, outbox, runs, signals, steps, timers, waits, workers
 
 # Hot-path statements, built once: building and hashing a statement costs more than running it here.
 _LOCK_RUN = (
@@ -131,7 +131,7 @@ def finished_runs_before(conn: Connection, cutoff: float, statuses: Sequence[str
 def delete_runs(conn: Connection, run_ids: Sequence[str]) -> None:
     """Delete runs with everything that belongs to them (no reliance on ON DELETE CASCADE)."""
     ids = list(run_ids)
-    for table in (attempts, steps, timers, signals, outbox):
+    for table in (attempts, steps, timers, signals, waits, outbox):
         conn.execute(delete(table).where(table.c.run_id.in_(ids)))
     conn.execute(delete(runs).where(runs.c.id.in_(ids)))
 
@@ -348,15 +348,29 @@ def pending_timers(conn: Connection, run_id: str) -> dict[int, float]:
 
 
 def due_timers(conn: Connection, now: float, limit: int) -> list[TimerRow]:
-    query = (
-        select(timers)
+    """Unfired timers due by ``now``, soonest first; only due rows are read (index on ``fired_at, due_at``).
+
+    On PostgreSQL each timer is locked together with its run (``SKIP LOCKED``): a timer whose run is
+    being advanced, cancelled or sent an event waits for the next poll, so firing never waits on a run
+    lock while holding a timer (no lock-order deadlock with writers that lock the run first).
+    """
+    if conn.dialect.name != "postgresql":
+        query = (
+            select(timers)
+            .where(timers.c.fired_at.is_(None), timers.c.due_at <= now)
+            .order_by(timers.c.due_at)
+            .limit(limit)
+        )
+        return cast("list[TimerRow]", list(conn.execute(query)))
+    locked = (
+        select(*timers.c)
+        .join(runs, runs.c.id == timers.c.run_id)
         .where(timers.c.fired_at.is_(None), timers.c.due_at <= now)
         .order_by(timers.c.due_at)
         .limit(limit)
+        .with_for_update(skip_locked=True, of=[timers, runs])
     )
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    return cast("list[TimerRow]", list(conn.execute(query)))
+    return cast("list[TimerRow]", list(conn.execute(locked)))
 
 
 def delete_fired_timers(conn: Connection, before: float, limit: int) -> int:
@@ -376,8 +390,11 @@ def delete_old_attempts(conn: Connection, before: float, limit: int) -> int:
 
 
 def any_due_timer(conn: Connection, now: float) -> bool:
+    """Is a timer due? The order makes PostgreSQL walk the pending index instead of scanning the table from
+    its start, which with a backlog it may guess cheaper and then read every far-future row first."""
     return conn.execute(
-        select(timers.c.id).where(timers.c.fired_at.is_(None), timers.c.due_at <= now).limit(1)
+        select(timers.c.id).where(timers.c.fired_at.is_(None), timers.c.due_at <= now)
+        .order_by(timers.c.due_at).limit(1)
     ).first() is not None
 
 
@@ -392,6 +409,112 @@ def cancel_timers(conn: Connection, run_id: str, position: int | None, now: floa
     if position is not None:
         condition.append(timers.c.position == position)
     conn.execute(update(timers).where(*condition).values(fired_at=now))
+
+
+# --- event waits and signals -----------------------------------------------------------------------
+
+_KEY_LOCK_SPACE = 0x64746576  # the first key of PostgreSQL's two-key advisory locks on correlation keys
+
+
+def lock_correlation_key(conn: Connection, key: str) -> None:
+    """Serialise, until the transaction ends, the writers that match events and waits on ``key``.
+
+    A wait on a key and an event sent to that key touch no common row before one of them exists, so
+    without this lock each could miss the other. SQLite's write lock already serialises them.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%(space)s, hashtext(%(key)s))",
+                             {"space": _KEY_LOCK_SPACE, "key": key})
+
+
+def insert_wait(conn: Connection, **values: Any) -> None:
+    conn.execute(insert(waits).values(**values))
+
+
+def delete_waits(conn: Connection, run_id: str, position: int | None = None) -> int:
+    condition = [waits.c.run_id == run_id]
+    if position is not None:
+        condition.append(waits.c.position == position)
+    return conn.execute(delete(waits).where(*condition)).rowcount
+
+
+def get_wait(conn: Connection, run_id: str, position: int) -> WaitRow | None:
+    query = select(waits).where(waits.c.run_id == run_id, waits.c.position == position)
+    return cast("WaitRow | None", conn.execute(query).first())
+
+
+def wait_of_run(conn: Connection, run_id: str, name: str) -> WaitRow | None:
+    """The run's first wait for event ``name``, whatever its correlation key."""
+    query = (
+        select(waits).where(waits.c.run_id == run_id, waits.c.name == name).order_by(waits.c.position).limit(1)
+    )
+    return cast("WaitRow | None", conn.execute(query).first())
+
+
+def wait_on_key(conn: Connection, key: str, name: str) -> WaitRow | None:
+    """The oldest wait of an active run for event ``name`` on correlation key ``key``."""
+    active = select(runs.c.id).where(runs.c.id == waits.c.run_id, runs.c.status.in_(ACTIVE_RUN_STATUSES)).exists()
+    query = (
+        select(waits)
+        .where(waits.c.correlation_key == key, waits.c.name == name, active)
+        .order_by(waits.c.created_at, waits.c.run_id)
+        .limit(1)
+    )
+    return cast("WaitRow | None", conn.execute(query).first())
+
+
+def signal_by_event_id(conn: Connection, event_id: str) -> SignalRow | None:
+    return cast("SignalRow | None", conn.execute(select(signals).where(signals.c.event_id == event_id)).first())
+
+
+def insert_signal(conn: Connection, **values: Any) -> None:
+    conn.execute(insert(signals).values(**values))
+
+
+def kept_signal(conn: Connection, run_id: str, key: str | None, name: str, now: float) -> SignalRow | None:
+    """The oldest unexpired, unconsumed event ``name`` sent to the run or to ``key``; locked on PostgreSQL."""
+    address = signals.c.run_id == run_id
+    if key is not None:
+        address = or_(address, signals.c.correlation_key == key)
+    query = (
+        select(signals)
+        .where(signals.c.name == name, signals.c.consumed_at.is_(None), signals.c.expires_at > now, address)
+        .order_by(signals.c.id)
+        .limit(1)
+    )
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    return cast("SignalRow | None", conn.execute(query).first())
+
+
+def consume_signal(conn: Connection, signal_id: int, run_id: str, position: int, now: float) -> bool:
+    """Hand a kept event to the wait at ``position`` of ``run_id``; False if another wait took it first."""
+    return conn.execute(
+        update(signals)
+        .where(signals.c.id == signal_id, signals.c.consumed_at.is_(None))
+        .values(consumed_at=now, run_id=run_id, consumed_position=position)
+    ).rowcount == 1
+
+
+def delete_expired_signals(conn: Connection, now: float, limit: int) -> int:
+    """Delete up to ``limit`` events that expired before any wait consumed them."""
+    expired = (
+        select(signals.c.id)
+        .where(signals.c.expires_at < now, signals.c.consumed_at.is_(None))
+        .limit(limit)
+        .scalar_subquery()
+    )
+    return conn.execute(delete(signals).where(signals.c.id.in_(expired))).rowcount
+
+
+def list_signals(conn: Connection, *, run_id: str | None = None, key: str | None = None) -> list[SignalRow]:
+    """Events sent to (or consumed by) a run, or sent to a correlation key, oldest first."""
+    query = select(signals).order_by(signals.c.id)
+    if run_id is not None:
+        query = query.where(signals.c.run_id == run_id)
+    if key is not None:
+        query = query.where(signals.c.correlation_key == key)
+    return cast("list[SignalRow]", list(conn.execute(query)))
 
 
 # --- workers and recovery ---------------------------------------------------------------------------

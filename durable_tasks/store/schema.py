@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 
 NAMING_CONVENTION = {
@@ -129,19 +130,46 @@ timers = Table(
     ForeignKeyConstraint(["run_id"], ["durable_runs.id"], ondelete="CASCADE"),
     Index(None, "fired_at", "due_at"),
     Index(None, "run_id"),
+    # Only pending timers, in due order: the poll reads the due ones and stops, however many timers wait
+    # in the future and however long a backlog of due ones is (a batch reads its 200 rows, not the backlog).
+    Index("ix_durable_timers_pending_due_at", "due_at", postgresql_where=text("fired_at IS NULL"),
+          sqlite_where=text("fired_at IS NULL")),
 )
 
+# An outside event. ``run_id`` is the run it was sent to, or, once a wait consumed it, that run (so pruning
+# a run deletes its events); ``correlation_key`` is the key it was sent to. ``event_id`` makes a second
+# send of the same event a no-op. An event nobody consumed is kept until ``expires_at``.
 signals = Table(
     "durable_signals",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("run_id", String(36), nullable=False),
+    Column("event_id", String(255), nullable=False, unique=True),
     Column("name", String(255), nullable=False),
+    Column("run_id", String(36)),
+    Column("correlation_key", String(255)),
     Column("payload", Text, nullable=False),
     Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
     Column("consumed_at", Float),
+    Column("consumed_position", Integer),
     ForeignKeyConstraint(["run_id"], ["durable_runs.id"], ondelete="CASCADE"),
     Index(None, "run_id", "name"),
+    Index(None, "correlation_key", "name"),
+    Index(None, "expires_at"),
+)
+
+# One row per event wait that has no event yet (its step is ``waiting``): how a sender finds the run that
+# waits for an event name on a run, or on a correlation key, without scanning steps.
+waits = Table(
+    "durable_waits",
+    metadata,
+    Column("run_id", String(36), primary_key=True),
+    Column("position", Integer, primary_key=True, autoincrement=False),
+    Column("name", String(255), nullable=False),
+    Column("correlation_key", String(255)),
+    Column("created_at", Float, nullable=False),
+    ForeignKeyConstraint(["run_id"], ["durable_runs.id"], ondelete="CASCADE"),
+    Index(None, "correlation_key", "name"),
 )
 
 workers = Table(

@@ -16,7 +16,7 @@ from typing import Any
 
 from celery import Celery
 
-from durable_tasks import Durable, RetryPolicy, current_step
+from durable_tasks import Durable, EventTimeoutError, RetryPolicy, current_step
 
 
 @dataclass
@@ -246,6 +246,25 @@ def build(*, store: str, broker: str, executions: str, flags: str, schema: str |
         except Exception as exc:  # StepFailedError: the workflow compensates
             return f"handled {type(exc).__name__}"
         return "unreachable"
+
+    @durable.workflow(name="wf.approval")
+    def approval(ctx: Any, order: str, timeout: float) -> dict[str, Any]:
+        """Prepares an order (a task step), waits for a person's approval, ships or cancels."""
+        ctx.run(mark, order, f"prepare:{order}")
+        try:
+            decision = ctx.wait_for_event("approved", timeout, key=f"order-{order}")
+        except EventTimeoutError:
+            return {"order": order, "outcome": "cancelled", "decided_at": ctx.step("decided", time.time)}
+        shipped = ctx.run(mark, order, f"ship:{order}")
+        return {"order": order, "outcome": "shipped", "by": decision, "shipped": shipped}
+
+    @durable.workflow(name="wf.sleep_until")
+    def sleep_until(ctx: Any, epoch: float) -> float:
+        """Sleeps until the epoch time ``epoch``; returns when it woke (journaled)."""
+        from datetime import UTC, datetime
+
+        ctx.sleep_until("alarm", datetime.fromtimestamp(epoch, UTC))
+        return float(ctx.step("woke", time.time))
 
     tasks = {name: value for name, value in locals().items() if hasattr(value, "apply_async")}
     workflows = {name: value for name, value in locals().items() if hasattr(value, "fingerprint")}

@@ -28,6 +28,7 @@ from .app import TestApp, build
 ROOT = Path(__file__).resolve().parents[2]
 POSTGRES_URL = os.environ.get("DT_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("DT_TEST_REDIS", "redis://127.0.0.1:6379/11")
+EVENT_SECRET = "integration-tests-event-secret"
 
 
 class Stack:
@@ -51,7 +52,7 @@ class Stack:
         self.flags = directory / "flags"
         self.flags.mkdir(exist_ok=True)
         self.options = {"worker_timeout": 3, "heartbeat_interval": 0.5, "sweep_interval": 0.5,
-                        "redelivery_after": 5, **options}
+                        "redelivery_after": 5, "event_secret": EVENT_SECRET, **options}
         self.env = {
             **os.environ, "DT_STORE": self.store, "DT_SCHEMA": self.schema or "", "DT_BROKER": broker,
             "DT_EXECUTIONS": str(self.executions), "DT_FLAGS": str(self.flags),

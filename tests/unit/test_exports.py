@@ -4,6 +4,7 @@ import durable_tasks
 
 EXPECTED = [
     "AttemptRecord", "ChainSleep", "ConfigurationError", "Durable", "DurableChain", "DurableError",
+    "EventDelivery", "EventReceipt", "EventTimeoutError", "EventTokenError",
     "IdempotencyConflictError", "InvalidStateError", "NonDeterminismError", "PayloadError", "PayloadTooLargeError",
     "ResultTimeoutError", "RetryPolicy", "RunCancelledError", "RunHandle", "RunNotFoundError", "RunRecord",
     "RunStatus", "SchemaError", "SerializationError", "Settings", "StepFailedError", "StepFuture", "StepInfo",

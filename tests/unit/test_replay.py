@@ -15,8 +15,13 @@ from durable_tasks.workflow import WorkflowContext
 class RecordingWriter:
     """Journals new steps as pending (task, sleep) or done (inline, marker), like a first replay does."""
 
+    max_sleep = 366 * 86400.0
+
     def __init__(self) -> None:
         self.started: list[tuple[str, str]] = []
+
+    def now(self) -> float:
+        return 1_000_000.0
 
     def dispatch_task(self, position: int, step_key: str, name: str, request: dict[str, Any]) -> Any:
         self.started.append(("task", step_key))
@@ -28,9 +33,13 @@ class RecordingWriter:
 
         return StepRow("r", position, step_key, "inline", step_key, "succeeded", result=json.dumps(fn(*args)))
 
-    def start_sleep(self, position: int, step_key: str, seconds: float) -> Any:
+    def start_sleep(self, position: int, step_key: str, until: float) -> Any:
         self.started.append(("sleep", step_key))
         return StepRow("r", position, step_key, "sleep", step_key, "sleeping")
+
+    def start_wait(self, position: int, step_key: str, wait: Any, row: Any) -> Any:
+        self.started.append(("event", step_key))
+        return StepRow("r", position, step_key, "event", wait.name, "waiting")
 
     def record_marker(self, position: int, step_key: str) -> Any:
         self.started.append(("marker", step_key))

@@ -18,9 +18,9 @@ from celery.events.state import State
 from durable_tasks import Durable, RetryPolicy
 from durable_tasks.celery_events import WorkerEvents
 from durable_tasks.coordinator import advance
-from durable_tasks.events import RunEvents
 from durable_tasks.messages import AdvanceMessage, StepMessage
 from durable_tasks.operations import Operations
+from durable_tasks.run_events import RunEvents
 from durable_tasks.task_step import execute
 from tests.support.publisher import KeptMessages
 
