@@ -20,7 +20,7 @@ from importlib.metadata import PackageNotFoundError, version
 from .app import Durable
 from .chain import ChainSleep, DurableChain
 from .config import Settings
-from .current import StepInfo, current_step
+from .current import StepInfo, Tick, current_step
 from .definitions import Workflow
 from .errors import (
     ConfigurationError,
@@ -33,6 +33,7 @@ from .errors import (
     ResultTimeoutError,
     RunCancelledError,
     RunNotFoundError,
+    ScheduleNotFoundError,
     SchemaError,
     SerializationError,
     StepFailedError,
@@ -45,6 +46,8 @@ from .errors import (
 )
 from .handle import AttemptRecord, RunHandle, RunRecord, StepRecord
 from .retry import RetryPolicy
+from .schedule_ops import ScheduleInfo
+from .schedules import CatchUp, Overlap
 from .vocabulary import RunStatus, StepStatus
 from .workflow import StepFuture, WorkflowContext
 
@@ -55,6 +58,7 @@ except PackageNotFoundError:  # imported from a source tree that was never insta
 
 __all__ = [
     "AttemptRecord",
+    "CatchUp",
     "ChainSleep",
     "ConfigurationError",
     "Durable",
@@ -63,6 +67,7 @@ __all__ = [
     "IdempotencyConflictError",
     "InvalidStateError",
     "NonDeterminismError",
+    "Overlap",
     "PayloadError",
     "PayloadTooLargeError",
     "ResultTimeoutError",
@@ -72,6 +77,8 @@ __all__ = [
     "RunNotFoundError",
     "RunRecord",
     "RunStatus",
+    "ScheduleInfo",
+    "ScheduleNotFoundError",
     "SchemaError",
     "SerializationError",
     "Settings",
@@ -82,6 +89,7 @@ __all__ = [
     "StepStatus",
     "StoreError",
     "StoreUnavailableError",
+    "Tick",
     "UnknownTaskError",
     "UnknownWorkflowError",
     "WorkerLostError",

@@ -14,10 +14,12 @@ from typing import Any
 
 from celery import Celery, bootsteps
 
-from . import coordinator, outbox, recovery
+from . import coordinator, outbox, recovery, scheduler
+from .cron import ScheduleBook, app_scope
 from .logs import RateLimitedLog
 from .messages import AdvanceMessage, Message, StepMessage
 from .runtime import Runtime
+from .schedule_sync import sync_schedules
 from .timers import TimerBackend
 
 logger = logging.getLogger("durable_tasks.worker")
@@ -57,10 +59,16 @@ def register_coordinator_task(runtime: Runtime) -> Any:
 
 
 class WorkerServices:
-    """The background duties of a worker: relay, timers, sweeper (heartbeats run on their own thread)."""
+    """The background duties of a worker: relay, timers, schedules, sweeper (heartbeats run on their own thread).
 
-    def __init__(self, runtime: Runtime, timers: TimerBackend) -> None:
+    With a :class:`~durable_tasks.cron.ScheduleBook`, :meth:`start` first writes the schedules declared in this
+    process's code to the database (retried by the services thread if the database is not there yet).
+    """
+
+    def __init__(self, runtime: Runtime, timers: TimerBackend, schedules: ScheduleBook | None = None) -> None:
         self.runtime = runtime
+        self.schedules = schedules
+        self._synced = schedules is None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._failures = RateLimitedLog(logger, every=60.0)
@@ -70,16 +78,30 @@ class WorkerServices:
         relay_every = min(1.0, max(settings.redelivery_after / 4, 0.2))
         self._duties: list[tuple[str, float, Callable[[], Any]]] = [
             ("timers", settings.timer_interval, timers.fire_due),
+            ("schedules", settings.timer_interval, lambda: scheduler.fire_due(runtime)),
             ("relay", relay_every, self._relay),
             ("sweeper", settings.sweep_interval, lambda: recovery.sweep(runtime)),
+            ("schedule sync", settings.sweep_interval, self._sync_schedules),
         ]
 
     def _relay(self) -> int:
         return outbox.relay(self.runtime.store, self.runtime.publisher,
                             redelivery_after=self.runtime.settings.redelivery_after)
 
+    def _sync_schedules(self) -> None:
+        """Write the declared schedules once per start (a duty only until it has worked)."""
+        if self._synced or self.schedules is None:
+            return
+        sync_schedules(self.runtime.store, self.schedules, app=app_scope(self.runtime.app))
+        self._synced = True
+
     def start(self) -> None:
         self.runtime.store.ensure_ready()
+        try:
+            self._sync_schedules()  # before this worker takes anything, so its schedules fire from the start
+        except Exception:
+            self._failures.exception("schedule sync", "Durable schedule sync failed; retrying every %.1fs.",
+                                     self.runtime.settings.sweep_interval)
         self.runtime.identity.start()  # first heartbeat now, so this worker is live at once
         self._thread = threading.Thread(target=self._run, name="durable-services", daemon=True)
         self._thread.start()
@@ -105,11 +127,11 @@ class WorkerServices:
             self._stop.wait(max(0.0, min(next_due.values()) - time.monotonic()))
 
 
-def install_bootstep(runtime: Runtime, timers: TimerBackend) -> None:
+def install_bootstep(runtime: Runtime, timers: TimerBackend, schedules: ScheduleBook | None = None) -> None:
     """Add the services to every worker of ``runtime.app`` (``celery -A proj worker``)."""
 
     class DurableServices(bootsteps.StartStopStep):
-        """durable-tasks: outbox relay, timers, heartbeats and sweeper."""
+        """durable-tasks: outbox relay, timers, schedules, heartbeats and sweeper."""
 
         requires = {"celery.worker.components:Pool"}
 
@@ -118,7 +140,7 @@ def install_bootstep(runtime: Runtime, timers: TimerBackend) -> None:
 
         def start(self, worker: Any) -> None:
             if runtime.settings.worker_services:
-                self.services = WorkerServices(runtime, timers)
+                self.services = WorkerServices(runtime, timers, schedules)
                 self.services.start()
 
         def stop(self, worker: Any) -> None:

@@ -294,5 +294,7 @@ def workers(ctx: click.Context) -> None:
     make_console().print(render_workers(rows, time.time() - context.worker_timeout))
 
 
+from . import cli_cron  # noqa: E402, F401  (registers `durable cron`; it uses the helpers above)
+
 if __name__ == "__main__":
     main()

@@ -25,6 +25,7 @@ class StepMessage:
     from the task's ``@durable.step(retry=...)`` or else the workflow's default. It travels with the
     message because the worker that runs the task may not import the workflow (task-only workers), and
     an attempt is judged by the policy the step was dispatched with, not by whatever a worker has now.
+    ``tick`` (``Tick.to_json()``) travels the same way for runs a schedule started: ``current_step().tick``.
     """
 
     run_id: str
@@ -37,11 +38,15 @@ class StepMessage:
     kwargs: dict[str, Any] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
     retry: dict[str, Any] | None = None
+    tick: dict[str, Any] | None = None
 
     def to_headers(self) -> dict[str, Any]:
         """The message's Celery headers: the step's address in the journal."""
-        return {HEADER: {"run": self.run_id, "position": self.position, "step_key": self.step_key,
-                         "attempt": self.attempt, "retry": self.retry}}
+        header = {"run": self.run_id, "position": self.position, "step_key": self.step_key, "attempt": self.attempt,
+                  "retry": self.retry}
+        if self.tick is not None:
+            header["tick"] = self.tick
+        return {HEADER: header}
 
     @classmethod
     def from_headers(cls, header: Mapping[str, Any], *, task: str, task_id: str, args: list[Any],
@@ -49,7 +54,7 @@ class StepMessage:
         """Read a delivered message back (``header`` is ``task.request.durable``)."""
         return cls(run_id=header["run"], position=header["position"], step_key=header["step_key"],
                    attempt=header["attempt"], task=task, task_id=task_id, args=args, kwargs=kwargs,
-                   retry=header.get("retry"))
+                   retry=header.get("retry"), tick=header.get("tick"))
 
     @classmethod
     def from_request(cls, run_id: str, position: int, step_key: str, attempt: int, task_id: str,
@@ -57,7 +62,7 @@ class StepMessage:
         """The message of one attempt from the step's journaled request (see :func:`step_request`)."""
         return cls(run_id=run_id, position=position, step_key=step_key, attempt=attempt, task=request["task"],
                    task_id=task_id, args=list(request["args"]), kwargs=dict(request["kwargs"]),
-                   options=dict(request.get("options") or {}), retry=request.get("retry"))
+                   options=dict(request.get("options") or {}), retry=request.get("retry"), tick=request.get("tick"))
 
     @classmethod
     def from_step(cls, step: StepRow) -> StepMessage:
@@ -69,9 +74,12 @@ class StepMessage:
 
 
 def step_request(task: str, args: list[Any], kwargs: dict[str, Any], options: dict[str, Any],
-                 retry: dict[str, Any] | None) -> dict[str, Any]:
+                 retry: dict[str, Any] | None, tick: dict[str, Any] | None = None) -> dict[str, Any]:
     """What a task step's row keeps in its ``request`` column: everything needed to send it again."""
-    return {"task": task, "args": args, "kwargs": kwargs, "options": options, "retry": retry}
+    request = {"task": task, "args": args, "kwargs": kwargs, "options": options, "retry": retry}
+    if tick is not None:
+        request["tick"] = tick
+    return request
 
 
 @dataclass(frozen=True, slots=True)

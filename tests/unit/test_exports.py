@@ -3,12 +3,13 @@
 import durable_tasks
 
 EXPECTED = [
-    "AttemptRecord", "ChainSleep", "ConfigurationError", "Durable", "DurableChain", "DurableError",
-    "IdempotencyConflictError", "InvalidStateError", "NonDeterminismError", "PayloadError", "PayloadTooLargeError",
-    "ResultTimeoutError", "RetryPolicy", "RunCancelledError", "RunHandle", "RunNotFoundError", "RunRecord",
-    "RunStatus", "SchemaError", "SerializationError", "Settings", "StepFailedError", "StepFuture", "StepInfo",
-    "StepRecord", "StepStatus", "StoreError", "StoreUnavailableError", "UnknownTaskError", "UnknownWorkflowError",
-    "WorkerLostError", "Workflow", "WorkflowContext", "WorkflowFailedError", "__version__", "current_step",
+    "AttemptRecord", "CatchUp", "ChainSleep", "ConfigurationError", "Durable", "DurableChain", "DurableError",
+    "IdempotencyConflictError", "InvalidStateError", "NonDeterminismError", "Overlap", "PayloadError",
+    "PayloadTooLargeError", "ResultTimeoutError", "RetryPolicy", "RunCancelledError", "RunHandle", "RunNotFoundError",
+    "RunRecord", "RunStatus", "ScheduleInfo", "ScheduleNotFoundError", "SchemaError", "SerializationError",
+    "Settings", "StepFailedError", "StepFuture", "StepInfo", "StepRecord", "StepStatus", "StoreError",
+    "StoreUnavailableError", "Tick", "UnknownTaskError", "UnknownWorkflowError", "WorkerLostError", "Workflow",
+    "WorkflowContext", "WorkflowFailedError", "__version__", "current_step",
 ]
 
 
