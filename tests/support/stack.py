@@ -33,7 +33,8 @@ REDIS_URL = os.environ.get("DT_TEST_REDIS", "redis://127.0.0.1:6379/11")
 class Stack:
     """Store + broker prefix + worker subprocesses for one kind of store ("sqlite" or "postgresql")."""
 
-    def __init__(self, kind: str, directory: Path, **options: Any) -> None:
+    def __init__(self, kind: str, directory: Path, *, cron: list[dict[str, Any]] | None = None,
+                 **options: Any) -> None:
         self.kind = kind
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
@@ -55,10 +56,11 @@ class Stack:
             **os.environ, "DT_STORE": self.store, "DT_SCHEMA": self.schema or "", "DT_BROKER": REDIS_URL,
             "DT_EXECUTIONS": str(self.executions), "DT_FLAGS": str(self.flags),
             "DT_OPTIONS": json.dumps(self.options), "DT_PREFIX": self.prefix, "PYTHONPATH": str(ROOT),
+            "DT_CRON": json.dumps(cron or []),
         }
         self.client: TestApp = build(store=self.store, broker=REDIS_URL, executions=str(self.executions),
                                      flags=str(self.flags), schema=self.schema, options=self.options,
-                                     prefix=self.prefix)
+                                     prefix=self.prefix, cron=cron)
         self.durable = self.client.durable
         self.durable.store.ensure_ready()
         self.workers: list[subprocess.Popen[bytes]] = []
