@@ -14,6 +14,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import click
+from celery import Celery
+from celery.app.utils import find_app
 from rich.table import Table
 
 from .cli import _META, _context, _guarded, _journal_text, main, store_options
@@ -145,11 +147,11 @@ def cron_import(ctx: click.Context, apply: bool) -> None:
 
     from .cli_app import load_durable
 
+    if not apply:  # printing needs only the Celery app: a project still on beat may have no Durable yet
+        click.echo(render_declarations(read_beat_schedule(_celery_app(app_spec))), nl=False)
+        return
     durable = load_durable(app_spec)
     result = read_beat_schedule(durable.app)
-    if not apply:
-        click.echo(render_declarations(result), nl=False)
-        return
     declarations: list[Any] = []
     refused: list[tuple[str, str]] = []
     for imported in result.schedules:
@@ -177,6 +179,22 @@ def cron_import(ctx: click.Context, apply: bool) -> None:
         say("Left in beat (not converted):")
         for entry in result.unconverted:
             say(f"- {entry.name}: {entry.reason}")
+
+
+def _celery_app(spec: str) -> Celery:
+    """The Celery app named by ``spec`` as ``celery -A`` names it, with or without a Durable instance."""
+    from .cli_app import load_durable
+
+    try:
+        return load_durable(spec).app
+    except click.BadParameter as refused:
+        try:
+            found = find_app(spec)
+        except Exception:
+            raise refused from None
+        if isinstance(found, Celery):
+            return found
+        raise
 
 
 def _not_a_step(task: str) -> str:

@@ -173,6 +173,11 @@ def test_list_shows_each_schedule_with_its_ticks_and_counts(durable: Durable, sc
     row = next(line for line in listed.stdout.splitlines() if "nightly" in line)
     assert "task u.add" in row and "0 2 * * * (Europe/Berlin)" in row and "active" in row
     assert re.search(r"\d{4}-\d\d-\d\d 02:00:00 CES?T", row), "the next tick, in the schedule's zone"
+    durable.schedule_book.declared.clear()
+    durable.sync_schedules()
+    assert "0 schedule(s)" in invoke(scheduled, "cron", "list").stdout
+    with_removed = invoke(scheduled, "cron", "list", "--all")
+    assert with_removed.exit_code == 0 and "removed" in with_removed.stdout and "nightly" in with_removed.stdout
 
 
 def test_pause_says_how_to_resume_and_that_command_resumes(durable: Durable, scheduled: str) -> None:
@@ -216,3 +221,72 @@ def test_an_unknown_name_is_an_error_that_says_how_to_list_them(scheduled: str) 
     assert "(schedules: nightly). `durable cron list` shows them." in failed.stderr
     listed = invoke(scheduled, *suggested(failed.stderr))
     assert listed.exit_code == 0 and "nightly" in listed.stdout
+
+
+# -- the commands docs/cron.md prints ------------------------------------------------------------------------
+
+GUIDE = Path(__file__).resolve().parents[2] / "docs" / "cron.md"
+
+
+def guide_commands(marker: str | None = None) -> list[list[str]]:
+    """The ``durable cron ...`` lines of docs/cron.md (of the block after ``<!-- marker -->``), as arguments."""
+    text = GUIDE.read_text()
+    if marker is not None:
+        text = text[text.index(f"<!-- {marker} -->"):]
+        text = text[:text.index("```", text.index("```shell") + 3)]
+    lines = [line.split("  #")[0].strip() for line in text.splitlines()]
+    return [shlex.split(line)[1:] for line in lines if line.startswith("durable cron ")]
+
+
+def test_the_guides_operator_commands_run_as_printed(durable: Durable, tasks: dict[str, Any]) -> None:
+    durable.cron("0 9 * * MON", tz="Europe/Berlin", name="weekly-report")(tasks["add"])
+    durable.sync_schedules()
+    commands = guide_commands("cron-commands")
+    assert [command[:2] for command in commands] == [["cron", "list"], ["cron", "pause"], ["cron", "resume"],
+                                                     ["cron", "trigger"], ["cron", "backfill"]]
+    for command in commands:
+        result = invoke(str(durable.store.url), *command)
+        assert result.exit_code == 0, (command, result.output)
+    mondays = [run for run in durable.runs() if run.idempotency_key and ":2025-03" in run.idempotency_key]
+    assert len(mondays) == 4, "the Mondays of March 2025 before the 31st, at 09:00 in Berlin"
+
+
+@pytest.fixture
+def guide_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The guide's sample beat app as ``proj/celery.py``, plus a Durable whose report and cleanup are steps."""
+    text = GUIDE.read_text()
+    after = text[text.index("<!-- beat-sample -->"):]
+    start = after.index("```python\n") + len("```python\n")
+    code = textwrap.dedent(after[start:after.index("```", start)])
+    code = code.replace('broker="redis://127.0.0.1:6379/0")', 'broker="memory://", set_as_current=False)')
+    code = code.replace("@app.task(name=", "@app.task(shared=False, name=")
+    store = f"sqlite:///{tmp_path / 'guide.sqlite3'}"
+    code += (f"\nfrom durable_tasks import Durable\n\ndurable = Durable(app, store={store!r})\n"
+             "durable.step(report)\ndurable.step(cleanup)\n")
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj" / "__init__.py").write_text("")
+    (tmp_path / "proj" / "celery.py").write_text(code)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in [key for key in sys.modules if key == "proj" or key.startswith("proj.")]:
+        monkeypatch.delitem(sys.modules, name)
+    yield store
+    module = sys.modules.pop("proj.celery", None)
+    sys.modules.pop("proj", None)
+    if module is not None:
+        module.durable.close()
+
+
+def test_the_guides_import_commands_run_as_printed(guide_project: str) -> None:
+    printed, applied = [command for command in guide_commands() if command[1] == "import"]
+    assert printed == ["cron", "import", "-A", "proj.celery"] and applied == [*printed, "--apply"]
+    text = GUIDE.read_text()
+    after = text[text.index("<!-- beat-sample-output -->"):]
+    start = after.index("```python\n") + len("```python\n")
+    expected = textwrap.dedent(after[start:after.index("```", start)])
+    result = invoke(guide_project, *printed)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == expected, "the guide shows the command's real output"
+    result = invoke(guide_project, *applied)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0].startswith("Applied 2 schedule(s) to sqlite:///")
+    assert "- sync-inventory: task 'proj.tasks.sync_inventory' is not a durable step" in result.stdout
