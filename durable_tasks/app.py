@@ -168,9 +168,10 @@ class Durable:
         JSON) raises :class:`~durable_tasks.ConfigurationError` here, at declaration.
         """
         module = declaring_module(sys._getframe(1))
-        calendar: dict[str, Any] = {"every": every, "tz": tz, "overlap": overlap, "catch_up": catch_up,
-                    "catch_up_window": catch_up_window, "jitter": jitter, "start_at": start_at, "end_at": end_at,
-                    "paused": paused, "buffer_limit": buffer_limit}
+        calendar: dict[str, Any] = {
+            "every": every, "tz": tz, "overlap": overlap, "catch_up": catch_up, "catch_up_window": catch_up_window,
+            "jitter": jitter, "start_at": start_at, "end_at": end_at, "paused": paused, "buffer_limit": buffer_limit}
+        max_bytes = self.settings.max_payload_bytes
 
         def decorate(target: T) -> T:
             if isinstance(target, Workflow):
@@ -178,24 +179,21 @@ class Durable:
                 if options:
                     raise ConfigurationError(f"Schedule {spec.name!r}: options= apply to a task's message; a "
                                              "workflow sets them on its steps (ctx.run(task.s().set(queue=...))).")
-                item = declaration(spec, workflow=target.name, fingerprint=target.fingerprint,
-                                   target=f"workflow {target.name}", args=args, kwargs=kwargs, module=module,
-                                   max_bytes=self.settings.max_payload_bytes)
-            elif hasattr(target, "apply_async") and hasattr(target, "name"):
-                task_name = str(target.name)
-                spec = parse_schedule(name or task_name, cron, **calendar)
-                item = task_declaration(spec, task_name, args=args, kwargs=kwargs, options=options, module=module,
-                                        fingerprint=self.runtime.registry.get(TASK_WORKFLOW).fingerprint,
-                                        max_bytes=self.settings.max_payload_bytes)
-                self.schedule_book.add(item)
-                make_step(self.runtime, target, None)  # the same wrapping as @durable.step, in every process
-                return target
+                self.schedule_book.add(declaration(
+                    spec, workflow=target.name, fingerprint=target.fingerprint, target=f"workflow {target.name}",
+                    args=args, kwargs=kwargs, module=module, max_bytes=max_bytes))
+            elif hasattr(target, "apply_async"):
+                task: Any = target
+                spec = parse_schedule(name or task.name, cron, **calendar)
+                self.schedule_book.add(task_declaration(
+                    spec, task.name, args=args, kwargs=kwargs, options=options, module=module,
+                    fingerprint=self.runtime.registry.get(TASK_WORKFLOW).fingerprint, max_bytes=max_bytes))
+                make_step(self.runtime, task, None)  # the same wrapping as @durable.step, in every process
             else:
                 raise ConfigurationError(
                     f"@durable.cron schedules a workflow or a Celery task, not {target!r}; put @durable.workflow "
                     "(or @app.task) below it."
                 )
-            self.schedule_book.add(item)
             return target
 
         return decorate

@@ -8,9 +8,9 @@ message in the outbox, and the workers' relay sends it within a second. ``import
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import click
@@ -20,7 +20,7 @@ from rich.table import Table
 
 from .cli import _META, _context, _guarded, _journal_text, main, store_options
 from .cli_console import literal, make_console, say
-from .cron import TASK_WORKFLOW, app_scope, task_declaration
+from .cron import TASK_WORKFLOW, Declaration, app_scope, task_declaration
 from .registry import step_definition
 from .schedule_ops import ScheduleInfo, ScheduleOperations
 
@@ -81,7 +81,7 @@ def cron_list(ctx: click.Context, include_removed: bool) -> None:
 def cron_pause(ctx: click.Context, name: str) -> None:
     """Stop starting runs until resumed (ticks pass, counted as skipped); survives deploys."""
     _guarded(lambda: _operations(ctx).pause(name))
-    say(f"Schedule {name!r} is paused; its ticks pass without runs until `durable cron resume {name}`.")
+    say(f"Schedule {name!r} is paused; its ticks pass without runs until `durable cron resume {shlex.quote(name)}`.")
 
 
 @cron.command("resume")
@@ -152,7 +152,7 @@ def cron_import(ctx: click.Context, apply: bool) -> None:
         return
     durable = load_durable(app_spec)
     result = read_beat_schedule(durable.app)
-    declarations: list[Any] = []
+    declarations: list[Declaration] = []
     refused: list[tuple[str, str]] = []
     for imported in result.schedules:
         if step_definition(durable.app.tasks[imported.task]) is None:
@@ -168,7 +168,8 @@ def cron_import(ctx: click.Context, apply: bool) -> None:
     store = durable.store.redacted_url()
     if applied:
         say(f"Applied {len(applied)} schedule(s) to {store}: {', '.join(applied)}. Any worker of the app fires them "
-            "from now on; delete these entries from beat_schedule. `durable cron list` shows them.")
+            f"from now on; delete these entries from beat_schedule. `durable cron list -A {shlex.quote(app_spec)}` "
+            "shows them.")
     else:
         say(f"No schedule was applied to {store}.")
     if refused:

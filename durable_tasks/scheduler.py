@@ -45,6 +45,8 @@ BUFFER_POLL = 1.0
 CANCEL_LIMIT = 100
 #: Missed ticks of one pass are counted up to this many (a cron schedule back from a long downtime).
 COUNT_LIMIT = 10_000
+#: A schedule that failed to fire is looked at again after this many seconds (its ticks wait, none is lost).
+RETRY_FAILED = 5.0
 
 
 def tick_key(schedule: str, tick: float) -> str:
@@ -132,9 +134,12 @@ def fire_due(runtime: Runtime, *, now: float | None = None, limit: int = 100) ->
         except Exception:
             if name is None:
                 raise
-            # One broken schedule must not hold up the others; its row is unchanged, so the next pass retries.
+            # One broken schedule must not hold up the others. Its cursor is unchanged, so no tick is lost;
+            # it is looked at again a little later instead of on every pass.
             failed.add(name)
-            _failures.exception(name, "Schedule %r could not fire; retrying on the next pass.", name)
+            _failures.exception(name, "Schedule %r could not fire; trying again in %gs.", name, RETRY_FAILED)
+            with runtime.store.begin() as conn:
+                schedule_queries.update_schedule(conn, name, next_fire_at=moment + RETRY_FAILED)
     return started
 
 

@@ -124,7 +124,7 @@ def test_import_apply_writes_schedules_of_step_tasks_and_a_tick_fires(project: t
     lines = applied.stdout.splitlines()
     assert lines[0].startswith("Applied 2 schedule(s) to sqlite:///")
     assert lines[0].endswith(": weekly-report, sync-inventory. Any worker of the app fires them from now on; delete "
-                             "these entries from beat_schedule. `durable cron list` shows them.")
+                             f"these entries from beat_schedule. `durable cron list -A {name}` shows them.")
     assert lines[1:3] == ["Not applied:", "- plain-job: task 'proj.tasks.plain' is not a durable step, so a schedule "
                           "could not journal its result. Paste its declaration (durable cron import without --apply "
                           "prints it) into a module every worker imports: durable.cron(...)(task) makes the task a "

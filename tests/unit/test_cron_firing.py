@@ -292,3 +292,15 @@ def test_a_task_schedule_runs_the_task_as_a_step_that_sees_its_tick(
     (step,) = seen
     assert step.tick.schedule == "report" and step.tick.scheduled_for.timestamp() == T0
     assert step.tick.started_at.timestamp() == pytest.approx(run.created_at)
+
+
+def test_a_schedule_that_cannot_fire_waits_and_does_not_stop_the_others(
+        durable: Durable, job: Callable[..., Any]) -> None:
+    job("broken")
+    job("healthy")
+    with durable.store.begin() as conn:  # a zone this machine does not know (say, tzdata is missing)
+        schedule_queries.update_schedule(conn, "broken", cron="0 * * * *", every=None, tz="Mars/Olympus_Mons")
+    assert fire_due(durable.runtime, now=T0 + 1) == 1
+    assert ticks_of(durable, "healthy") == [T0]
+    broken = row_of(durable, "broken")
+    assert (broken.last_fired, broken.next_fire_at) == (None, T0 + 1 + 5), "looked at again in 5 s, cursor kept"
