@@ -57,8 +57,9 @@ def wait_finished(stack: Stack, names: list[str], before: float, timeout: float 
 
 
 def test_every_two_seconds_on_two_workers_starts_one_run_per_tick(tmp_path: Path, services: None) -> None:
+    # catch_up="all": a pass delayed by a loaded machine still starts every tick, so a gap would be a bug.
     stack = Stack("postgresql", tmp_path, cron=[{"task": "tick", "name": "every-2s", "every": 2,
-                                                 "overlap": "allow_all"}])
+                                                 "overlap": "allow_all", "catch_up": "all"}])
     try:
         stack.start_worker(name="a", wait=False)
         stack.start_worker(name="b")
@@ -91,27 +92,30 @@ def test_workers_stopped_across_three_ticks_catch_up_as_documented(tmp_path: Pat
         stack.wait_until(lambda: all(runs_by_schedule(stack).get(name) for name in CATCH_UP), 20,
                          "a first run of every schedule")
         stack.stop(worker)
-        last = max(schedule_row(stack, name).last_fired for name in CATCH_UP)
-        assert {schedule_row(stack, name).last_fired for name in CATCH_UP} == {last}
-        missed = [last + every, last + 2 * every, last + 3 * every]
+        last = {name: schedule_row(stack, name).last_fired for name in CATCH_UP}
         # Back 1.5 s after the third missed tick became due: later than catch_up="none"'s grace (a quarter of
         # the interval), and well before the next tick, whatever the worker's start-up time.
-        time.sleep(max(0.0, missed[-1] + 1.5 - time.time()))
+        third = max(last.values()) + 3 * every
+        time.sleep(max(0.0, third + 1.5 - time.time()))
         restarted = time.time()
         stack.start_worker()
         ready = time.time()
         found = wait_finished(stack, list(CATCH_UP), restarted)
         started = {name: {run.scheduled_for for run in found[name]} for name in CATCH_UP}
-        assert set(missed) <= started["all"], "all: every missed tick, oldest first"
-        assert started["none"] & set(missed) == set(), "none: no missed tick"
+        missed = {name: [tick for tick in (last[name] + k * every for k in range(1, 5)) if tick <= third]
+                  for name in CATCH_UP}
+        assert all(len(ticks) >= 3 for ticks in missed.values()), missed
+        assert set(missed["all"]) <= started["all"], "all: every missed tick, oldest first"
+        assert started["none"] & set(missed["none"]) == set(), "none: no missed tick"
         for name in ("latest", "window"):
-            assert started[name] & set(missed[:2]) == set(), f"{name}: the older missed ticks never run"
-        if ready < missed[-1] + every:  # the first pass came before the next tick: it found the newest missed one
-            assert missed[-1] in started["latest"], "latest: the newest missed tick"
-        if ready - missed[-1] <= 6:
-            assert missed[-1] in started["window"], "window: the missed tick inside the 6 s window"
-        assert schedule_row(stack, "all").missed == 0 and schedule_row(stack, "none").missed == 3
-        assert schedule_row(stack, "window").missed >= 2
+            assert started[name] & set(missed[name][:-1]) == set(), f"{name}: the older missed ticks never run"
+        if ready < third + every:  # the first pass came before the next tick: it found the newest missed one
+            assert third in started["latest"], "latest: the newest missed tick"
+        if ready - third <= 6:
+            assert third in started["window"], "window: the missed tick inside the 6 s window"
+        assert schedule_row(stack, "all").missed == 0
+        assert schedule_row(stack, "none").missed == len(missed["none"])
+        assert schedule_row(stack, "window").missed >= len(missed["window"]) - 1
     finally:
         stack.close()
 
@@ -121,7 +125,7 @@ OVERLAP = ["skip", "buffer_one", "allow_all"]
 
 def test_overlap_with_a_job_longer_than_its_interval(tmp_path: Path, services: None) -> None:
     stack = Stack("postgresql", tmp_path, cron=[{"task": "tick", "name": policy, "every": 2, "overlap": policy,
-                                                 "args": [4.5]} for policy in OVERLAP])
+                                                 "catch_up": "all", "args": [4.5]} for policy in OVERLAP])
     try:
         stack.start_worker(pool="threads", concurrency=8)
         time.sleep(13)
