@@ -20,7 +20,7 @@ from importlib.metadata import PackageNotFoundError, version
 from .app import Durable
 from .chain import ChainSleep, DurableChain
 from .config import Settings
-from .current import StepInfo, current_step
+from .current import StepInfo, Tick, current_step
 from .definitions import Workflow
 from .errors import (
     ConfigurationError,
@@ -35,6 +35,7 @@ from .errors import (
     ResultTimeoutError,
     RunCancelledError,
     RunNotFoundError,
+    ScheduleNotFoundError,
     SchemaError,
     SerializationError,
     StepFailedError,
@@ -48,6 +49,8 @@ from .errors import (
 from .events import EventReceipt
 from .handle import AttemptRecord, RunHandle, RunRecord, StepRecord
 from .retry import RetryPolicy
+from .schedule_ops import ScheduleInfo
+from .schedules import CatchUp, Overlap
 from .vocabulary import EventDelivery, RunStatus, StepStatus
 from .workflow import StepFuture, WorkflowContext
 
@@ -58,6 +61,7 @@ except PackageNotFoundError:  # imported from a source tree that was never insta
 
 __all__ = [
     "AttemptRecord",
+    "CatchUp",
     "ChainSleep",
     "ConfigurationError",
     "Durable",
@@ -70,6 +74,7 @@ __all__ = [
     "IdempotencyConflictError",
     "InvalidStateError",
     "NonDeterminismError",
+    "Overlap",
     "PayloadError",
     "PayloadTooLargeError",
     "ResultTimeoutError",
@@ -79,6 +84,8 @@ __all__ = [
     "RunNotFoundError",
     "RunRecord",
     "RunStatus",
+    "ScheduleInfo",
+    "ScheduleNotFoundError",
     "SchemaError",
     "SerializationError",
     "Settings",
@@ -89,6 +96,7 @@ __all__ = [
     "StepStatus",
     "StoreError",
     "StoreUnavailableError",
+    "Tick",
     "UnknownTaskError",
     "UnknownWorkflowError",
     "WorkerLostError",

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
-from collections.abc import Callable
-from datetime import timedelta
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta, tzinfo
 from typing import Any, TypeVar, overload
 
 from celery import Celery
@@ -15,6 +16,15 @@ from .celery_bridge import CeleryPublisher, install_bootstep, register_coordinat
 from .celery_events import WorkerEvents
 from .chain import CHAIN_WORKFLOW, ChainSleep, DurableChain, run_chain
 from .config import Settings, resolve_settings
+from .cron import (
+    TASK_WORKFLOW,
+    ScheduleBook,
+    app_scope,
+    declaration,
+    declaring_module,
+    run_task,
+    task_declaration,
+)
 from .definitions import Workflow
 from .durations import parse_duration
 from .errors import ConfigurationError
@@ -25,6 +35,9 @@ from .registry import STEP_ATTRIBUTE, StepDefinition, WorkflowDefinition
 from .retry import RetryPolicy
 from .run_events import RunEvents
 from .runtime import Runtime
+from .schedule_ops import ScheduleInfo, ScheduleOperations
+from .schedule_sync import SyncReport, sync_schedules
+from .schedules import CatchUp, Overlap, parse_schedule
 from .starting import start_run
 from .store import queries
 from .store.database import Store
@@ -33,6 +46,7 @@ from .timers import DatabaseTimers, TimerBackend
 
 F = TypeVar("F", bound=Callable[..., Any])
 logger = logging.getLogger("durable_tasks.worker")
+T = TypeVar("T")
 
 
 class Durable:
@@ -58,10 +72,14 @@ class Durable:
         self.operations = Operations(self.runtime.store, self.runtime.unit_of_work)
         self.events = EventSender(self.runtime.store, self.runtime.unit_of_work, settings)
         self.runtime.registry.add(WorkflowDefinition(run_chain, CHAIN_WORKFLOW, None))
+        self.runtime.registry.add(WorkflowDefinition(run_task, TASK_WORKFLOW, None))
+        self.schedule_book = ScheduleBook()
+        self.schedule_operations = ScheduleOperations(self.runtime.store, self.runtime.unit_of_work)
         self.advance_task = register_coordinator_task(self.runtime)
         self.worker_events = WorkerEvents(app)  # sends only once this process turns out to be a worker
         self.runtime.observers.append(RunEvents(self.worker_events))
-        install_bootstep(self.runtime, self.timers, self.worker_events, self._metrics_endpoint())
+        install_bootstep(self.runtime, self.timers, self.worker_events, self._metrics_endpoint(),
+                         schedules=self.schedule_book)
         app._durable = self  # type: ignore[attr-defined]
 
     def _metrics_endpoint(self) -> Callable[[Any], None] | None:
@@ -154,6 +172,61 @@ class Durable:
             return workflow
 
         return decorate if fn is None else decorate(fn)
+
+    def cron(self, cron: str | None = None, /, *, name: str | None = None,
+             every: float | str | timedelta | None = None, tz: str | tzinfo = "UTC",
+             overlap: Overlap | str = Overlap.SKIP, catch_up: CatchUp | str = CatchUp.LATEST,
+             catch_up_window: float | str | timedelta = "1d", jitter: float | str | timedelta | None = None,
+             start_at: datetime | float | None = None, end_at: datetime | float | None = None, paused: bool = False,
+             buffer_limit: int = 100, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None,
+             options: Mapping[str, Any] | None = None) -> Callable[[T], T]:
+        """Run a workflow, or an existing Celery task, at each tick of a cron expression or an interval.
+
+        Each tick starts one run, keyed by ``(name, tick)`` in the database, so it runs once however many
+        workers there are. ``args``/``kwargs`` are each run's input; the tick is ``ctx.tick`` in a workflow and
+        ``current_step().tick`` in a task. On a task, ``options`` (``queue``, ``priority``, ...) apply to its
+        message, and the declaration makes the task a durable step, like ``@durable.step``: declare it in a
+        module every worker imports. ``name`` defaults to the workflow's or task's name. See docs/cron.md::
+
+            @durable.cron("0 9 * * MON", tz="Europe/Berlin", catch_up="latest")
+            @durable.workflow
+            def weekly_report(ctx): ...
+
+            durable.cron(every="15m", name="sync-inventory", args=["eu"])(sync_inventory)
+
+        Every mistake (a bad expression or zone, an unknown policy, a name used twice, arguments that are not
+        JSON) raises :class:`~durable_tasks.ConfigurationError` here, at declaration.
+        """
+        module = declaring_module(sys._getframe(1))
+        calendar: dict[str, Any] = {
+            "every": every, "tz": tz, "overlap": overlap, "catch_up": catch_up, "catch_up_window": catch_up_window,
+            "jitter": jitter, "start_at": start_at, "end_at": end_at, "paused": paused, "buffer_limit": buffer_limit}
+        max_bytes = self.settings.max_payload_bytes
+
+        def decorate(target: T) -> T:
+            if isinstance(target, Workflow):
+                spec = parse_schedule(name or target.name, cron, **calendar)
+                if options:
+                    raise ConfigurationError(f"Schedule {spec.name!r}: options= apply to a task's message; a "
+                                             "workflow sets them on its steps (ctx.run(task.s().set(queue=...))).")
+                self.schedule_book.add(declaration(
+                    spec, workflow=target.name, fingerprint=target.fingerprint, target=f"workflow {target.name}",
+                    args=args, kwargs=kwargs, module=module, max_bytes=max_bytes))
+            elif hasattr(target, "apply_async"):
+                task: Any = target
+                spec = parse_schedule(name or task.name, cron, **calendar)
+                self.schedule_book.add(task_declaration(
+                    spec, task.name, args=args, kwargs=kwargs, options=options, module=module,
+                    fingerprint=self.runtime.registry.get(TASK_WORKFLOW).fingerprint, max_bytes=max_bytes))
+                make_step(self.runtime, task, None)  # the same wrapping as @durable.step, in every process
+            else:
+                raise ConfigurationError(
+                    f"@durable.cron schedules a workflow or a Celery task, not {target!r}; put @durable.workflow "
+                    "(or @app.task) below it."
+                )
+            return target
+
+        return decorate
 
     def chain(self, *signatures: Any, name: str | None = None) -> DurableChain:
         """A durable drop-in for ``celery.chain``: ``durable.chain(a.s(1), b.s(), c.si()).start()``.
@@ -264,6 +337,32 @@ class Durable:
     def prune(self, older_than: float | str, status: str | None = None) -> int:
         """Delete finished runs older than ``older_than`` (``"30d"``), with their journals."""
         return self.operations.prune(parse_duration(older_than), status)
+
+    # --- schedules ---------------------------------------------------------------------------------------
+
+    def schedules(self, *, include_removed: bool = False) -> list[ScheduleInfo]:
+        """Every schedule in the store (``durable cron list``): next and last tick, last run, counts."""
+        return self.schedule_operations.overview(include_removed=include_removed)
+
+    def pause_schedule(self, name: str) -> None:
+        """Pause a schedule until :meth:`resume_schedule`; its ticks pass without runs (counted as skipped)."""
+        self.schedule_operations.pause(name)
+
+    def resume_schedule(self, name: str) -> None:
+        """Resume a paused schedule at its current tick; ticks missed while paused are not caught up."""
+        self.schedule_operations.resume(name)
+
+    def trigger_schedule(self, name: str) -> RunHandle:
+        """Start an extra run of a schedule now, with a key of its own (overlap and pause do not apply)."""
+        return self.run(self.schedule_operations.trigger(name))
+
+    def backfill_schedule(self, name: str, start: datetime | float, end: datetime | float) -> list[RunHandle]:
+        """Start the ticks from ``start`` to ``end`` with no run yet (naive datetimes: in the schedule's zone)."""
+        return [self.run(run_id) for _, run_id in self.schedule_operations.backfill(name, start, end)]
+
+    def sync_schedules(self) -> SyncReport:
+        """Write the schedules this process declared to the database (what each worker does when it starts)."""
+        return sync_schedules(self.store, self.schedule_book, app=app_scope(self.app))
 
     def upgrade_database(self) -> None:
         """Create or upgrade the journal tables (what ``durable db upgrade`` does)."""

@@ -15,12 +15,14 @@ from typing import Any
 
 from celery import Celery, bootsteps, signals
 
-from . import coordinator, outbox, recovery, retention
+from . import coordinator, outbox, recovery, retention, scheduler
 from .celery_events import WorkerEvents
+from .cron import ScheduleBook, app_scope
 from .logs import RateLimitedLog
 from .messages import AdvanceMessage, Message, StepMessage
 from .observe import notify_recovered
 from .runtime import Runtime
+from .schedule_sync import sync_schedules
 from .timers import TimerBackend
 from .vocabulary import ProcessRole
 
@@ -107,10 +109,16 @@ def register_coordinator_task(runtime: Runtime) -> Any:
 
 
 class WorkerServices:
-    """The background duties of a worker: relay, timers, sweeper (heartbeats run on their own thread)."""
+    """The background duties of a worker: relay, timers, schedules, sweeper (heartbeats run on their own thread).
 
-    def __init__(self, runtime: Runtime, timers: TimerBackend) -> None:
+    With a :class:`~durable_tasks.cron.ScheduleBook`, :meth:`start` first writes the schedules declared in this
+    process's code to the database (retried by the services thread if the database is not there yet).
+    """
+
+    def __init__(self, runtime: Runtime, timers: TimerBackend, schedules: ScheduleBook | None = None) -> None:
         self.runtime = runtime
+        self.schedules = schedules
+        self._synced = schedules is None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._failures = RateLimitedLog(logger, every=60.0)
@@ -120,9 +128,11 @@ class WorkerServices:
         relay_every = min(1.0, max(settings.redelivery_after / 4, 0.2))
         self._duties: list[tuple[str, float, Callable[[], Any]]] = [
             ("timers", settings.timer_interval, timers.fire_due),
+            ("schedules", settings.timer_interval, lambda: scheduler.fire_due(runtime)),
             ("relay", relay_every, self._relay),
             ("sweeper", settings.sweep_interval, self._sweep),
             ("retention", settings.retention_interval, lambda: retention.prune_expired(runtime)),
+            ("schedule sync", settings.sweep_interval, self._sync_schedules),
         ]
 
     def _relay(self) -> int:
@@ -139,9 +149,21 @@ class WorkerServices:
                 notify_recovered(self.runtime.observers, kind, count)
         return report
 
+    def _sync_schedules(self) -> None:
+        """Write the declared schedules once per start (a duty only until it has worked)."""
+        if self._synced or self.schedules is None:
+            return
+        sync_schedules(self.runtime.store, self.schedules, app=app_scope(self.runtime.app))
+        self._synced = True
+
     def start(self) -> None:
         self.runtime.store.ensure_ready()
         self.runtime.identity.role = ProcessRole.WORKER
+        try:
+            self._sync_schedules()  # before this worker takes anything, so its schedules fire from the start
+        except Exception:
+            self._failures.exception("schedule sync", "Durable schedule sync failed; retrying every %.1fs.",
+                                     self.runtime.settings.sweep_interval)
         self.runtime.identity.start()  # first heartbeat now, so this worker is live at once
         self._thread = threading.Thread(target=self._run, name="durable-services", daemon=True)
         self._thread.start()
@@ -168,7 +190,8 @@ class WorkerServices:
 
 
 def install_bootstep(runtime: Runtime, timers: TimerBackend, events: WorkerEvents,
-                     on_worker_start: Callable[[Any], None] | None = None) -> None:
+                     on_worker_start: Callable[[Any], None] | None = None,
+                     schedules: ScheduleBook | None = None) -> None:
     """Add the services to every worker of ``runtime.app`` (``celery -A proj worker``).
 
     Creating the bootstep is also how this process learns it is a worker: ``events`` starts sending as
@@ -177,7 +200,7 @@ def install_bootstep(runtime: Runtime, timers: TimerBackend, events: WorkerEvent
     """
 
     class DurableServices(bootsteps.StartStopStep):
-        """durable-tasks: outbox relay, timers, heartbeats, sweeper and monitoring events."""
+        """durable-tasks: outbox relay, timers, schedules, heartbeats, sweeper and monitoring events."""
 
         requires = {"celery.worker.components:Pool"}
 
@@ -189,7 +212,7 @@ def install_bootstep(runtime: Runtime, timers: TimerBackend, events: WorkerEvent
             if on_worker_start is not None:
                 on_worker_start(worker)
             if runtime.settings.worker_services:
-                self.services = WorkerServices(runtime, timers)
+                self.services = WorkerServices(runtime, timers, schedules)
                 self.services.start()
 
         def stop(self, worker: Any) -> None:

@@ -439,7 +439,7 @@ def metrics_serve(ctx: click.Context, port: int, address: str) -> None:
         pass
 
 
-from . import cli_events  # noqa: E402, F401  (registers `durable events`; it uses the helpers above)
+from . import cli_cron, cli_events  # noqa: E402, F401  (register `durable cron` and `durable events`)
 
 if __name__ == "__main__":
     main()

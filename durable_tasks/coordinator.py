@@ -20,7 +20,7 @@ from typing import Any
 
 from . import transitions
 from .attempts import error_record
-from .current import StepInfo, running_step
+from .current import StepInfo, Tick, running_step
 from .errors import (
     ConfigurationError,
     NonDeterminismError,
@@ -138,6 +138,8 @@ class Replay:
         self.workflow = workflow
         self.trace: str | None = None
         self.max_sleep = runtime.settings.max_sleep
+        self.tick = None if run.schedule is None or run.scheduled_for is None else \
+            Tick.of(run.schedule, run.scheduled_for, run.created_at)
 
     def now(self) -> float:
         return time.time()
@@ -146,7 +148,7 @@ class Replay:
         """Call the workflow; return what it decided for the run (status, result or error)."""
         run = self.run
         journal = queries.load_journal(self.uow.conn, run.id)
-        ctx = WorkflowContext(run.id, run.workflow, journal, self)
+        ctx = WorkflowContext(run.id, run.workflow, journal, self, tick=self.tick)
         call = loads(run.input)
         self.trace = call.get(TRACE_KEY)
         try:
@@ -183,7 +185,8 @@ class Replay:
             if policy.timeout:
                 options.setdefault("soft_time_limit", policy.timeout)
                 options.setdefault("time_limit", policy.timeout + 5)
-            request = step_request(name, call["args"], call["kwargs"], options, policy.to_json(), self.trace)
+            request = step_request(name, call["args"], call["kwargs"], options, policy.to_json(), self.trace,
+                                   self.tick.to_json() if self.tick is not None else None)
             text = dumps(request, what=f"arguments of step {step_key!r} in run {run_id}",
                          max_bytes=self.runtime.settings.max_payload_bytes)
         except (PayloadError, ConfigurationError, UnknownTaskError) as exc:
@@ -218,7 +221,8 @@ class Replay:
         try:
             with self.runtime.tracing.step_attempt(self.trace, run_id=run_id, step_key=step_key, attempt=attempt,
                                                    kind=StepKind.INLINE), \
-                    running_step(StepInfo(run_id, step_key, position, attempt, self.runtime.is_cancelled)):
+                    running_step(StepInfo(run_id, step_key, position, attempt, self.runtime.is_cancelled,
+                                          tick=self.tick)):
                 value = fn(*args, **kwargs)
             if policy.timeout and time.time() - started > policy.timeout:
                 raise TimeoutError(f"took {time.time() - started:.1f}s, over its timeout of {policy.timeout}s")

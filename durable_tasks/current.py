@@ -1,11 +1,51 @@
-"""Which durable step is running in this thread: run id, step key, attempt and idempotency key."""
+"""Which durable step is running in this thread: run id, step key, attempt, idempotency key, and its tick."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """The schedule tick a run was started for: ``ctx.tick`` in a workflow, ``current_step().tick`` in a task.
+
+    ``scheduled_for`` is the tick's nominal instant and ``started_at`` when its run actually started (later
+    after downtime, with jitter, or for a buffered tick), both aware UTC datetimes. They come from the run,
+    not from its input, so every start of one tick has the same input and idempotency key::
+
+        @durable.cron("0 9 * * MON", tz="Europe/Berlin")
+        @durable.workflow
+        def weekly_report(ctx):
+            week = ctx.tick.scheduled_for.astimezone(ZoneInfo("Europe/Berlin")).date()
+            ...
+    """
+
+    schedule: str
+    """The schedule's name."""
+    scheduled_for: datetime
+    """The nominal tick (for ``durable cron trigger``: the moment of the trigger)."""
+    started_at: datetime
+    """When the tick's run was started."""
+
+    @classmethod
+    def of(cls, schedule: str, scheduled_for: float, started_at: float) -> Tick:
+        """A tick from epoch seconds (as the journal stores them)."""
+        return cls(schedule, datetime.fromtimestamp(scheduled_for, UTC), datetime.fromtimestamp(started_at, UTC))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schedule": self.schedule, "scheduled_for": self.scheduled_for.timestamp(),
+                "started_at": self.started_at.timestamp()}
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any] | None) -> Tick | None:
+        if not value:
+            return None
+        return cls.of(value["schedule"], value["scheduled_for"], value["started_at"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,7 +54,8 @@ class StepInfo:
 
     ``idempotency_key`` (``run_id:step_key``) stays the same across attempts: hand it to outside APIs,
     such as a payment provider's ``Idempotency-Key`` header, so that a retried step cannot charge twice.
-    ``attempt_key`` (``run_id:step_key:attempt``) is unique to one attempt.
+    ``attempt_key`` (``run_id:step_key:attempt``) is unique to one attempt. ``tick`` is the schedule tick
+    the run was started for (None for runs no schedule started).
     """
 
     run_id: str
@@ -22,6 +63,7 @@ class StepInfo:
     position: int
     attempt: int
     _cancel_check: Callable[[str], bool] | None = field(default=None, repr=False, compare=False)
+    tick: Tick | None = None
 
     @property
     def idempotency_key(self) -> str:

@@ -11,6 +11,7 @@ what to do about it::
     ├── UnknownWorkflowError        no workflow registered under that name
     ├── UnknownTaskError            a step names a Celery task no one registered
     ├── RunNotFoundError            no run with that id
+    ├── ScheduleNotFoundError       no schedule with that name
     ├── IdempotencyConflictError    a key already names another start (other workflow or input)
     ├── PayloadError                a value cannot be journaled
     │   ├── SerializationError      JSON cannot encode it (names run, step and type)
@@ -62,6 +63,10 @@ class UnknownTaskError(DurableError):
 
 class RunNotFoundError(DurableError):
     """No run has the given id."""
+
+
+class ScheduleNotFoundError(DurableError):
+    """No schedule has the given name."""
 
 
 class IdempotencyConflictError(DurableError):

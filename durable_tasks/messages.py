@@ -25,6 +25,7 @@ class StepMessage:
     from the task's ``@durable.step(retry=...)`` or else the workflow's default. It travels with the
     message because the worker that runs the task may not import the workflow (task-only workers), and
     an attempt is judged by the policy the step was dispatched with, not by whatever a worker has now.
+    ``tick`` (``Tick.to_json()``) travels the same way for runs a schedule started: ``current_step().tick``.
     """
 
     run_id: str
@@ -38,13 +39,17 @@ class StepMessage:
     options: dict[str, Any] = field(default_factory=dict)
     retry: dict[str, Any] | None = None
     trace: str | None = None
+    tick: dict[str, Any] | None = None
 
     def to_headers(self) -> dict[str, Any]:
-        """The message's Celery headers: the step's address in the journal, and the run's trace context."""
+        """The message's Celery headers: the step's address in the journal, the run's trace context and, for a
+        scheduled run, its tick."""
         header = {"run": self.run_id, "position": self.position, "step_key": self.step_key,
                   "attempt": self.attempt, "retry": self.retry}
         if self.trace:
             header["trace"] = self.trace
+        if self.tick is not None:
+            header["tick"] = self.tick
         return {HEADER: header}
 
     @classmethod
@@ -53,7 +58,7 @@ class StepMessage:
         """Read a delivered message back (``header`` is ``task.request.durable``)."""
         return cls(run_id=header["run"], position=header["position"], step_key=header["step_key"],
                    attempt=header["attempt"], task=task, task_id=task_id, args=args, kwargs=kwargs,
-                   retry=header.get("retry"), trace=header.get("trace"))
+                   retry=header.get("retry"), trace=header.get("trace"), tick=header.get("tick"))
 
     @classmethod
     def from_request(cls, run_id: str, position: int, step_key: str, attempt: int, task_id: str,
@@ -62,7 +67,7 @@ class StepMessage:
         return cls(run_id=run_id, position=position, step_key=step_key, attempt=attempt, task=request["task"],
                    task_id=task_id, args=list(request["args"]), kwargs=dict(request["kwargs"]),
                    options=dict(request.get("options") or {}), retry=request.get("retry"),
-                   trace=request.get("trace"))
+                   trace=request.get("trace"), tick=request.get("tick"))
 
     @classmethod
     def from_step(cls, step: StepRow) -> StepMessage:
@@ -74,14 +79,18 @@ class StepMessage:
 
 
 def step_request(task: str, args: list[Any], kwargs: dict[str, Any], options: dict[str, Any],
-                 retry: dict[str, Any] | None, trace: str | None = None) -> dict[str, Any]:
+                 retry: dict[str, Any] | None, trace: str | None = None,
+                 tick: dict[str, Any] | None = None) -> dict[str, Any]:
     """What a task step's row keeps in its ``request`` column: everything needed to send it again.
 
-    ``trace`` is the run's trace context (a W3C ``traceparent``), when the run has one.
+    ``trace`` is the run's trace context (a W3C ``traceparent``), when the run has one; ``tick`` the tick of a
+    scheduled run.
     """
     request = {"task": task, "args": args, "kwargs": kwargs, "options": options, "retry": retry}
     if trace:
         request["trace"] = trace
+    if tick is not None:
+        request["tick"] = tick
     return request
 
 

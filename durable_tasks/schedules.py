@@ -41,6 +41,7 @@ from .errors import ConfigurationError
 
 __all__ = [
     "CURRENT_TICK_GRACE",
+    "MAX_BUFFERED_TICKS",
     "MAX_CATCH_UP_TICKS",
     "MIN_INTERVAL",
     "CatchUp",
@@ -56,6 +57,8 @@ __all__ = [
 CURRENT_TICK_GRACE = 60.0
 #: At most this many ticks are returned by one ``ticks_to_start`` call with ``catch_up="all"``.
 MAX_CATCH_UP_TICKS = 1000
+#: The most ticks ``overlap="buffer_all"`` may keep waiting (``buffer_limit``): a schedule's row stays small.
+MAX_BUFFERED_TICKS = 1000
 #: The shortest interval a schedule may have: ticks are fired from the database, not a tight loop.
 MIN_INTERVAL = 1.0
 
@@ -145,8 +148,8 @@ class ScheduleSpec:
         # Rows read back from a database hold plain text: accept it, with the same messages as parse_schedule.
         object.__setattr__(self, "overlap", _choice(f"Schedule {self.name!r}", "overlap", self.overlap, Overlap))
         object.__setattr__(self, "catch_up", _choice(f"Schedule {self.name!r}", "catch_up", self.catch_up, CatchUp))
-        if self.buffer_limit < 1:
-            raise self._error(f"buffer_limit={self.buffer_limit!r} must be at least 1.")
+        if not 1 <= self.buffer_limit <= MAX_BUFFERED_TICKS:
+            raise self._error(f"buffer_limit={self.buffer_limit!r} must be between 1 and {MAX_BUFFERED_TICKS}.")
         if self.catch_up_window <= 0:
             raise self._error(f"catch_up_window={self.catch_up_window!r} must be positive, e.g. '1h' or '1d'.")
         if self.start_at is not None and self.end_at is not None and self.end_at < self.start_at:
@@ -210,6 +213,17 @@ class ScheduleSpec:
         }
         text = json.dumps(calendar, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(f"schedule-v1:{text}".encode()).hexdigest()[:32]
+
+    @property
+    def current_grace(self) -> float:
+        """How long after its fire time a tick still counts as *current* (``catch_up="none"``, new schedules).
+
+        ``CURRENT_TICK_GRACE`` (60 s), or for an interval a quarter of it when that is shorter (at least one
+        second): a tick of an every-4-seconds schedule due 3 s ago was missed, not fired a little late.
+        """
+        if self.every is None:
+            return CURRENT_TICK_GRACE
+        return min(CURRENT_TICK_GRACE, max(self.every / 4, MIN_INTERVAL))
 
     @cached_property
     def max_jitter(self) -> float:
@@ -331,7 +345,7 @@ def ticks_to_start(
     *,
     last_fired: float | None,
     now: float,
-    grace: float = CURRENT_TICK_GRACE,
+    grace: float | None = None,
     limit: int = MAX_CATCH_UP_TICKS,
 ) -> list[float]:
     """The nominal ticks to start at ``now``, oldest first, per the schedule's catch-up policy.
@@ -343,7 +357,8 @@ def ticks_to_start(
       as ``last_fired`` to page through a long backlog);
     - ``latest``: only the newest due tick;
     - ``none``: the newest due tick only if it is *current*, that is due at most ``grace`` seconds ago
-      (``CURRENT_TICK_GRACE``, 60 s): a scheduler that is briefly late still fires it, one back from downtime
+      (default :attr:`ScheduleSpec.current_grace`: 60 s, less for short intervals): a scheduler that is briefly
+      late still fires it, one back from downtime
       does not.
 
     A schedule that never fired (``last_fired=None``) starts only its current tick: it never backfills.
@@ -377,6 +392,8 @@ def ticks_to_start(
     if latest is None:
         return []
     age = now - spec.fire_at(latest)
+    if grace is None:
+        grace = spec.current_grace
     if age > spec.catch_up_window or (policy is CatchUp.NONE and age > grace):
         return []
     return [latest]

@@ -9,6 +9,7 @@ from sqlalchemy.exc import IntegrityError
 
 from . import coordinator, transitions
 from .errors import IdempotencyConflictError
+from .outbox import UnitOfWork
 from .records import RunRow
 from .registry import WorkflowDefinition
 from .runtime import Runtime
@@ -71,6 +72,24 @@ def _arguments(text: str) -> dict[str, Any]:
     call: dict[str, Any] = loads(text) or {}
     call.pop(TRACE_KEY, None)
     return call
+
+
+def start_scheduled(uow: UnitOfWork, *, workflow: str, fingerprint: str, input: str, idempotency_key: str,
+                    schedule: str, scheduled_for: float) -> str | None:
+    """Start a schedule's run in the caller's transaction, the one that records the tick; returns its id.
+
+    Returns None when a run already holds ``idempotency_key`` (``cron:<schedule>:<tick>``): starting a tick
+    again is a no-op, never an error. Callers hold the schedule's row lock, so no other start of this
+    schedule races the check; the unique index on the key fences anything else (the transaction then fails,
+    and the next pass finds the run). ``input`` is the run's encoded input, checked when it was declared.
+    """
+    if queries.run_for_key(uow.conn, idempotency_key) is not None:
+        return None
+    run_id = str(uuid4())
+    transitions.create_run(uow, run_id=run_id, workflow=workflow, input=input, fingerprint=fingerprint,
+                           idempotency_key=idempotency_key, schedule=schedule, scheduled_for=scheduled_for)
+    uow.send_advance(run_id)
+    return run_id
 
 
 def _same_run(existing: RunRow, workflow: str, call: str, idempotency_key: str) -> str:

@@ -24,7 +24,7 @@ from celery.exceptions import Ignore, Retry
 
 from . import coordinator, transitions
 from .attempts import CeleryRetry
-from .current import StepInfo, running_step
+from .current import StepInfo, Tick, running_step
 from .errors import StoreUnavailableError
 from .messages import HEADER, StepMessage
 from .records import StepRow, WrittenStep
@@ -95,7 +95,8 @@ def execute(runtime: Runtime, task: Any, message: StepMessage, body: Callable[..
     if existing is not None:
         return _duplicate(existing, message)
 
-    info = StepInfo(message.run_id, message.step_key, message.position, message.attempt, runtime.is_cancelled)
+    info = StepInfo(message.run_id, message.step_key, message.position, message.attempt, runtime.is_cancelled,
+                    tick=Tick.from_json(message.tick))
     try:
         with runtime.tracing.step_attempt(message.trace, run_id=message.run_id, step_key=message.step_key,
                                           attempt=message.attempt, kind=StepKind.TASK, task=message.task,

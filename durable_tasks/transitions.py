@@ -64,13 +64,23 @@ def _note_step(uow: UnitOfWork, step: StepRow | WrittenStep, status: str, attemp
 
 
 def create_run(uow: UnitOfWork, *, run_id: str, workflow: str, input: str, fingerprint: str,
-               idempotency_key: str | None = None, label: str | None = None, forked_from: str | None = None) -> None:
-    """A new ``pending`` run; the caller asks for its first advance (or advances it in this transaction)."""
+               idempotency_key: str | None = None, label: str | None = None, forked_from: str | None = None,
+               schedule: str | None = None, scheduled_for: float | None = None) -> None:
+    """A new ``pending`` run; the caller asks for its first advance (or advances it in this transaction).
+
+    ``label`` is what operators see instead of the workflow's name; ``forked_from`` the run a fork copies;
+    ``schedule`` and ``scheduled_for`` name the schedule and nominal tick that started it (``ctx.tick``).
+    """
     now = time.time()
+    detail: dict[str, Any] = {"workflow": workflow}
+    tick: dict[str, Any] = {}
+    if schedule is not None:
+        tick = {"schedule": schedule, "scheduled_for": scheduled_for}
+        detail.update(tick)
     queries.insert_run(uow.conn, id=run_id, workflow=workflow, status=RunStatus.PENDING, input=input,
                        idempotency_key=idempotency_key, fingerprint=fingerprint, label=label, forked_from=forked_from,
-                       created_at=now, updated_at=now)
-    uow.note(Transition("run", run_id, RunStatus.PENDING, now, detail={"workflow": workflow}))
+                       created_at=now, updated_at=now, **tick)
+    uow.note(Transition("run", run_id, RunStatus.PENDING, now, detail=detail))
 
 
 @dataclass(frozen=True, slots=True)

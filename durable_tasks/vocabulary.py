@@ -97,3 +97,10 @@ class OutboxKind(StrEnum):
 
     ADVANCE = "advance"
     DISPATCH = "dispatch"
+
+
+class ScheduleSource(StrEnum):
+    """Who writes a schedule's definition: the code (synced by workers) or ``durable cron import --apply``."""
+
+    CODE = "code"
+    IMPORT = "import"

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from celery.canvas import Signature
 
+from .current import Tick
 from .durations import describe, epoch_seconds, parse_duration
 from .errors import ConfigurationError, EventTimeoutError, NonDeterminismError, StepFailedError, Suspend
 from .records import EventWait, StepRow, check_text
@@ -78,9 +79,12 @@ class StepFuture:
 class WorkflowContext:
     """The ``ctx`` a workflow receives: its only door to steps, timers and the run's identity."""
 
-    def __init__(self, run_id: str, workflow: str, journal: Mapping[int, StepRow], writer: JournalWriter) -> None:
+    def __init__(self, run_id: str, workflow: str, journal: Mapping[int, StepRow], writer: JournalWriter, *,
+                 tick: Tick | None = None) -> None:
         self.run_id = run_id
         self.workflow = workflow
+        self.tick = tick
+        """The schedule tick this run was started for (:class:`~durable_tasks.Tick`), or None."""
         self._journal = journal
         self._writer = writer
         self._position = 0

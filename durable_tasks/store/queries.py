@@ -29,7 +29,7 @@ from .schema import attempts, outbox, runs, signals, steps, timers, waits, worke
 # Hot-path statements, built once: building and hashing a statement costs more than running it here.
 _LOCK_RUN = (
     select(runs.c.id, runs.c.workflow, runs.c.status, runs.c.input, runs.c.lease_owner, runs.c.lease_until,
-           runs.c.wake_seq, runs.c.created_at)
+           runs.c.wake_seq, runs.c.created_at, runs.c.schedule, runs.c.scheduled_for)
     .where(runs.c.id == bindparam("run_id"))
     .with_for_update()
 )

@@ -9,6 +9,7 @@ Alembic revisions in ``durable_tasks.migrations`` create exactly these tables; a
 from __future__ import annotations
 
 from sqlalchemy import (
+    Boolean,
     Column,
     Float,
     ForeignKeyConstraint,
@@ -51,7 +52,11 @@ runs = Table(
     # What operators see instead of the registry name (a chain's tasks, or its name=).
     Column("label", String(255)),
     Column("forked_from", String(36)),
+    # Set on runs a schedule started: its name and the tick's nominal instant (``ctx.tick``, ``durable cron``).
+    Column("schedule", String(255)),
+    Column("scheduled_for", Float),
     Index(None, "status", "updated_at"),
+    Index(None, "schedule", "status"),
 )
 
 steps = Table(
@@ -185,4 +190,46 @@ workers = Table(
     Column("heartbeat_interval", Float),
     Column("timeout", Float),  # its worker_timeout: older heartbeats mean dead
     Index(None, "heartbeat_at"),
+)
+
+schedules = Table(
+    "durable_schedules",
+    metadata,
+    Column("name", String(255), primary_key=True),
+    Column("app", String(255), nullable=False),  # the Celery app (app.main) whose code declared it
+    Column("source", String(16), nullable=False),  # code (synced by workers) or import (durable cron import)
+    Column("module", String(255)),  # the module that declared it in code
+    # What each tick starts: a run of this workflow with this input (a task schedule: durable_tasks.task).
+    Column("workflow", String(255), nullable=False),
+    Column("input", Text, nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    # The spec (durable_tasks.schedules.ScheduleSpec), and the hash of its calendar.
+    Column("cron", String(255)),
+    Column("every", Float),
+    Column("tz", String(64), nullable=False),
+    Column("overlap", String(16), nullable=False),
+    Column("buffer_limit", Integer, nullable=False),
+    Column("catch_up", String(16), nullable=False),
+    Column("catch_up_window", Float, nullable=False),
+    Column("jitter", Float, nullable=False),
+    Column("start_at", Float),
+    Column("end_at", Float),
+    Column("paused_in_code", Boolean, nullable=False),
+    Column("definition_hash", String(64), nullable=False),
+    # Start time of the process whose code last declared (or removed) it: older processes leave it alone.
+    Column("declared_at", Float, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("removed_at", Float),
+    # Where it stands: paused (by code or an operator), the newest tick dealt with, when to look again
+    # (NULL once ended or removed), ticks waiting for the active run (buffer_one/buffer_all, bounded).
+    Column("paused", Boolean, nullable=False),
+    Column("last_fired", Float),
+    Column("next_fire_at", Float),
+    Column("buffered", Text),
+    Column("last_run_id", String(36)),
+    Column("missed", Integer, nullable=False, server_default="0"),
+    Column("skipped", Integer, nullable=False, server_default="0"),
+    Index(None, "next_fire_at"),
+    Index(None, "app"),
 )

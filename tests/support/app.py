@@ -29,7 +29,7 @@ class TestApp:
 
 
 def build(*, store: str, broker: str, executions: str, flags: str, schema: str | None = None,
-          options: dict[str, Any] | None = None, prefix: str = "") -> TestApp:
+          options: dict[str, Any] | None = None, prefix: str = "", cron: list[dict[str, Any]] | None = None) -> TestApp:
     app = Celery("dt_tests", broker=broker, set_as_current=False)
     app.conf.update(
         task_ignore_result=True,
@@ -160,6 +160,16 @@ def build(*, store: str, broker: str, executions: str, flags: str, schema: str |
         time.sleep(seconds)
         return "finished"
 
+    @durable.step
+    @app.task(name="t.tick", shared=False)
+    def tick(seconds: float = 0.0) -> float | None:
+        """Records ``tick:<schedule>:<nominal tick>`` from its context, then works for ``seconds``."""
+        step = current_step()
+        scheduled = step.tick if step else None
+        record(f"tick:{scheduled.schedule}:{scheduled.scheduled_for.timestamp()!r}" if scheduled else "tick:none")
+        time.sleep(seconds)
+        return scheduled.scheduled_for.timestamp() if scheduled else None
+
     @app.task(name="t.plain", shared=False)
     def plain(x: int) -> int:
         record("plain")
@@ -268,6 +278,10 @@ def build(*, store: str, broker: str, executions: str, flags: str, schema: str |
 
     tasks = {name: value for name, value in locals().items() if hasattr(value, "apply_async")}
     workflows = {name: value for name, value in locals().items() if hasattr(value, "fingerprint")}
+    for declared in cron or ():  # schedules of the stack: {"task": "tick", "name": ..., "every": ..., ...}
+        options = dict(declared)
+        durable.cron(options.pop("cron", None), **{k: v for k, v in options.items() if k != "task"})(
+            tasks[options["task"]])
     return TestApp(app, durable, tasks, workflows, flag_dir)
 
 
@@ -276,4 +290,5 @@ def build_from_env() -> TestApp:
         store=os.environ["DT_STORE"], broker=os.environ["DT_BROKER"], executions=os.environ["DT_EXECUTIONS"],
         flags=os.environ["DT_FLAGS"], schema=os.environ.get("DT_SCHEMA") or None,
         options=json.loads(os.environ.get("DT_OPTIONS", "{}")), prefix=os.environ.get("DT_PREFIX", ""),
+        cron=json.loads(os.environ.get("DT_CRON", "[]")),
     )

@@ -34,7 +34,8 @@ EVENT_SECRET = "integration-tests-event-secret"
 class Stack:
     """Store + broker prefix + worker subprocesses for one kind of store ("sqlite" or "postgresql")."""
 
-    def __init__(self, kind: str, directory: Path, *, broker: str = REDIS_URL, **options: Any) -> None:
+    def __init__(self, kind: str, directory: Path, *, broker: str = REDIS_URL,
+                 cron: list[dict[str, Any]] | None = None, **options: Any) -> None:
         self.kind = kind
         self.broker = broker
         self.directory = directory
@@ -57,10 +58,11 @@ class Stack:
             **os.environ, "DT_STORE": self.store, "DT_SCHEMA": self.schema or "", "DT_BROKER": broker,
             "DT_EXECUTIONS": str(self.executions), "DT_FLAGS": str(self.flags),
             "DT_OPTIONS": json.dumps(self.options), "DT_PREFIX": self.prefix, "PYTHONPATH": str(ROOT),
+            "DT_CRON": json.dumps(cron or []),
         }
         self.client: TestApp = build(store=self.store, broker=broker, executions=str(self.executions),
                                      flags=str(self.flags), schema=self.schema, options=self.options,
-                                     prefix=self.prefix)
+                                     prefix=self.prefix, cron=cron)
         self.durable = self.client.durable
         self.durable.store.ensure_ready()
         self.workers: list[subprocess.Popen[bytes]] = []

@@ -3,13 +3,14 @@
 import durable_tasks
 
 EXPECTED = [
-    "AttemptRecord", "ChainSleep", "ConfigurationError", "Durable", "DurableChain", "DurableError",
-    "EventDelivery", "EventReceipt", "EventTimeoutError", "EventTokenError",
-    "IdempotencyConflictError", "InvalidStateError", "NonDeterminismError", "PayloadError", "PayloadTooLargeError",
+    "AttemptRecord", "CatchUp", "ChainSleep", "ConfigurationError", "Durable", "DurableChain", "DurableError",
+    "EventDelivery", "EventReceipt", "EventTimeoutError", "EventTokenError", "IdempotencyConflictError",
+    "InvalidStateError", "NonDeterminismError", "Overlap", "PayloadError", "PayloadTooLargeError",
     "ResultTimeoutError", "RetryPolicy", "RunCancelledError", "RunHandle", "RunNotFoundError", "RunRecord",
-    "RunStatus", "SchemaError", "SerializationError", "Settings", "StepFailedError", "StepFuture", "StepInfo",
-    "StepRecord", "StepStatus", "StoreError", "StoreUnavailableError", "UnknownTaskError", "UnknownWorkflowError",
-    "WorkerLostError", "Workflow", "WorkflowContext", "WorkflowFailedError", "__version__", "current_step",
+    "RunStatus", "ScheduleInfo", "ScheduleNotFoundError", "SchemaError", "SerializationError", "Settings",
+    "StepFailedError", "StepFuture", "StepInfo", "StepRecord", "StepStatus", "StoreError", "StoreUnavailableError",
+    "Tick", "UnknownTaskError", "UnknownWorkflowError", "WorkerLostError", "Workflow", "WorkflowContext",
+    "WorkflowFailedError", "__version__", "current_step",
 ]
 
 

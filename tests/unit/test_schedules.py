@@ -291,7 +291,8 @@ def test_unknown_time_zone_suggests_close_names(tz: str, suggestion: str) -> Non
     ({"every": 60, "start_at": 1e9, "end_at": 9e8},
      "end_at (1998-07-09T16:00:00+00:00) is before start_at (2001-09-09T01:46:40+00:00); swap them or drop one."),
     ({"every": 60, "catch_up_window": 0}, "catch_up_window=0.0 must be positive, e.g. '1h' or '1d'."),
-    ({"every": 60, "buffer_limit": 0}, "buffer_limit=0 must be at least 1."),
+    ({"every": 60, "buffer_limit": 0}, "buffer_limit=0 must be between 1 and 1000."),
+    ({"every": 60, "buffer_limit": 5000}, "buffer_limit=5000 must be between 1 and 1000."),
     ({"cron": 9}, "cron must be text such as '0 9 * * MON'; got 9."),
 ])
 def test_invalid_declarations_say_what_to_write(options: dict[str, object], message: str) -> None:
