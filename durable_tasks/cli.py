@@ -39,7 +39,7 @@ from .handle import RunRecord, load_run, load_steps
 from .messages import Message
 from .operations import Operations
 from .outbox import UnitOfWork
-from .store import queries
+from .store import health_queries, queries
 from .store.database import Store
 from .store.engine import default_store_url
 from .vocabulary import ACTIVE_RUN_STATUSES, RunStatus
@@ -395,7 +395,7 @@ def workers(ctx: click.Context) -> None:
 
     def read() -> list[Any]:
         with context.store.read() as conn:
-            return queries.list_workers(conn)
+            return health_queries.list_workers(conn)
 
     rows = _guarded(read)
     make_console().print(render_workers(rows, time.time(), context.worker_timeout))

@@ -31,7 +31,7 @@ from .errors import ConfigurationError, InvalidStateError, RunNotFoundError
 from .outbox import UnitOfWork
 from .records import NewEvent, SignalRow, StepRow, check_text
 from .serialization import dumps
-from .store import queries
+from .store import event_queries, queries
 from .store.database import Store
 from .vocabulary import ACTIVE_RUN_STATUSES, EventDelivery
 
@@ -100,13 +100,13 @@ class EventSender:
         except IntegrityError:
             # The same event id was sent at the same moment by someone else, who won: ours is the duplicate.
             with self.store.read() as conn:
-                existing = queries.signal_by_event_id(conn, event.event_id)
+                existing = event_queries.signal_by_event_id(conn, event.event_id)
             if existing is None:
                 raise
             receipt = _duplicate(existing)
         if claims is not None and receipt.outcome == EventDelivery.DUPLICATE:
             with self.store.read() as conn:
-                first = queries.signal_by_event_id(conn, event.event_id)
+                first = event_queries.signal_by_event_id(conn, event.event_id)
             raise tokens.used_error(claims, first.created_at if first is not None else None)
         return receipt
 
@@ -114,7 +114,7 @@ class EventSender:
         assert event.run_id is not None
         with self.unit_of_work() as uow:
             run = queries.get_run(uow.conn, event.run_id, lock=True)  # first, like every writer
-            existing = queries.signal_by_event_id(uow.conn, event.event_id)
+            existing = event_queries.signal_by_event_id(uow.conn, event.event_id)
             if existing is not None:
                 return _duplicate(existing)
             if run is None:
@@ -124,7 +124,7 @@ class EventSender:
                 raise InvalidStateError(
                     f"Run {run.id} is {run.status}; a finished run takes no events, so event {event.name!r} was "
                     "not stored. To continue its work, start a new run (or `durable runs fork`).")
-            wait = queries.wait_of_run(uow.conn, run.id, event.name)
+            wait = event_queries.wait_of_run(uow.conn, run.id, event.name)
             expires_at = time.time() + self.settings.event_retention
             step = transitions.deliver_event(uow, wait, event, expires_at=expires_at) if wait else None
             if step is not None:
@@ -136,21 +136,21 @@ class EventSender:
         assert event.key is not None
         for _ in range(MAX_KEY_ROUNDS):
             with self.unit_of_work() as uow:
-                existing = queries.signal_by_event_id(uow.conn, event.event_id)
+                existing = event_queries.signal_by_event_id(uow.conn, event.event_id)
                 if existing is not None:
                     return _duplicate(existing)
-                wait = queries.wait_on_key(uow.conn, event.key, event.name)
+                wait = event_queries.wait_on_key(uow.conn, event.key, event.name)
                 if wait is not None:
                     run = queries.get_run(uow.conn, wait.run_id, lock=True)
-                    current = queries.get_wait(uow.conn, wait.run_id, wait.position)
+                    current = event_queries.get_wait(uow.conn, wait.run_id, wait.position)
                     expires_at = time.time() + self.settings.event_retention
                     if run is not None and run.status in ACTIVE_RUN_STATUSES and current is not None:
                         step = transitions.deliver_event(uow, current, event, expires_at=expires_at)
                         if step is not None:
                             return _delivered(event, step)
                     continue  # that wait ended meanwhile: look again
-                queries.lock_correlation_key(uow.conn, event.key)
-                if queries.wait_on_key(uow.conn, event.key, event.name) is not None:
+                event_queries.lock_correlation_key(uow.conn, event.key)
+                if event_queries.wait_on_key(uow.conn, event.key, event.name) is not None:
                     continue  # a wait committed meanwhile: start over, locking its run first
                 expires_at = time.time() + self.settings.event_retention
                 transitions.keep_event(uow, event, expires_at=expires_at)

@@ -18,7 +18,7 @@ import time
 from uuid import uuid4
 
 from .logs import RateLimitedLog
-from .store import queries
+from .store import health_queries, queries
 from .store.database import Store
 from .vocabulary import ProcessRole
 
@@ -92,7 +92,7 @@ class ProcessIdentity:
     def beat(self) -> None:
         now = time.time()
         with self._store.autocommit() as conn:
-            queries.heartbeat(conn, self._worker_id, socket.gethostname(), os.getpid(), now, role=self.role,
+            health_queries.heartbeat(conn, self._worker_id, socket.gethostname(), os.getpid(), now, role=self.role,
                               interval=self._interval, timeout=self._lease)
             held = list(self._held)
             if held:
@@ -116,7 +116,7 @@ class ProcessIdentity:
             return
         try:
             with self._store.autocommit() as conn:
-                queries.mark_stopped(conn, self._worker_id, time.time())
+                health_queries.mark_stopped(conn, self._worker_id, time.time())
         except Exception:  # the database may be gone at exit; the heartbeat's age says it all then
             _beat_failures.exception("stop", "Could not record the stop of %s.", self._worker_id,
                                      level=logging.WARNING)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from . import transitions
 from .runtime import Runtime
-from .store import queries
+from .store import health_queries, queries
 
 logger = logging.getLogger("durable_tasks.recovery")
 
@@ -38,12 +38,12 @@ def sweep(runtime: Runtime, *, limit: int = 500) -> SweepReport:
     report = SweepReport()
     settings = runtime.settings
     with runtime.unit_of_work() as uow:
-        if not queries.try_sweeper_lock(uow.conn):
+        if not health_queries.try_sweeper_lock(uow.conn):
             return report
         now = time.time()
         cutoff = now - settings.worker_timeout
-        live = queries.live_workers(uow.conn, cutoff)
-        for step in queries.orphaned_steps(uow.conn, live, cutoff, limit):
+        live = health_queries.live_workers(uow.conn, cutoff)
+        for step in health_queries.orphaned_steps(uow.conn, live, cutoff, limit):
             if transitions.attempt_lost(uow, step, settings.max_lost_attempts):
                 uow.send_advance(step.run_id)  # the replay parks the run on the failed step
                 report.parked += 1
@@ -54,14 +54,14 @@ def sweep(runtime: Runtime, *, limit: int = 500) -> SweepReport:
                 outcome = f"dispatched again as attempt {step.attempt + 1}"
             logger.warning("Step %r of run %s was held by dead worker %s: %s.", step.step_key, step.run_id,
                            step.worker, outcome)
-        for run_id in queries.expired_leases(uow.conn, now, limit):
+        for run_id in health_queries.expired_leases(uow.conn, now, limit):
             queries.break_lease(uow.conn, run_id)
             uow.send_advance(run_id)
             report.leases_broken += 1
-        for run_id in queries.stalled_runs(uow.conn, cutoff, limit):
+        for run_id in health_queries.stalled_runs(uow.conn, cutoff, limit):
             uow.send_advance(run_id)
             report.stalled += 1
-        queries.forget_workers(uow.conn, now - 100 * settings.worker_timeout)
+        health_queries.forget_workers(uow.conn, now - 100 * settings.worker_timeout)
         transitions.forget_expired_events(uow, now, limit)
     if report.leases_broken:
         logger.warning("Sweeper broke %d expired run lease(s): their coordinator died; advanced again.",

@@ -34,7 +34,7 @@ from .outbox import UnitOfWork
 from .records import EventWait, LockedRun, NewEvent, RunRow, StepRow, TimerRow, WaitRow, WrittenStep
 from .retry import RetryPolicy
 from .serialization import loads
-from .store import queries
+from .store import event_queries, queries
 from .vocabulary import (
     ACTIVE_RUN_STATUSES,
     AttemptStatus,
@@ -140,7 +140,7 @@ def cancel_run(uow: UnitOfWork, run: RunRow, reason: str) -> None:
     """Cancel a run: its timers, queued advances and pending steps end; running steps can notice."""
     now = time.time()
     queries.cancel_timers(uow.conn, run.id, None, now)
-    queries.delete_waits(uow.conn, run.id)
+    event_queries.delete_waits(uow.conn, run.id)
     queries.delete_outbox_of(uow.conn, run.id)
     queries.cancel_pending_steps(uow.conn, run.id, (StepStatus.DISPATCHED, StepStatus.RETRYING,
                                                     StepStatus.SLEEPING, StepStatus.WAITING), StepStatus.CANCELLED, now)
@@ -429,13 +429,13 @@ def start_wait(uow: UnitOfWork, run_id: str, position: int, step_key: str, wait:
     """
     queries.lock_run(uow.conn, run_id)  # again: after an inline step this transaction no longer holds it
     if wait.key is not None:
-        queries.lock_correlation_key(uow.conn, wait.key)
+        event_queries.lock_correlation_key(uow.conn, wait.key)
     now = time.time()
     request = _compact(wait.request())
     columns: dict[str, Any] = {"request": request, "error": None, "result": None, "finished_at": None}
     while True:  # the kept event is locked (PostgreSQL) or the database is (SQLite): a retry is rare
-        signal = queries.kept_signal(uow.conn, run_id, wait.key, wait.name, now)
-        if signal is None or queries.consume_signal(uow.conn, signal.id, run_id, position, now):
+        signal = event_queries.kept_signal(uow.conn, run_id, wait.key, wait.name, now)
+        if signal is None or event_queries.consume_signal(uow.conn, signal.id, run_id, position, now):
             break
     if signal is not None:
         columns.update(status=StepStatus.SUCCEEDED, result=signal.payload, finished_at=now)
@@ -446,7 +446,7 @@ def start_wait(uow: UnitOfWork, run_id: str, position: int, step_key: str, wait:
         detail = {"event": wait.name, "error": columns["error"]}
     else:
         columns["status"] = StepStatus.WAITING
-        queries.insert_wait(uow.conn, run_id=run_id, position=position, name=wait.name, correlation_key=wait.key,
+        event_queries.insert_wait(uow.conn, run_id=run_id, position=position, name=wait.name, correlation_key=wait.key,
                             created_at=now)
         if wait.until is not None:
             queries.insert_timer(uow.conn, run_id, position, TimerPurpose.EVENT_TIMEOUT, wait.until)
@@ -474,12 +474,12 @@ def deliver_event(uow: UnitOfWork, wait: WaitRow, event: NewEvent, *, expires_at
     step = queries.get_step(uow.conn, wait.run_id, wait.position)
     if step is None or step.status != StepStatus.WAITING:
         return None
-    queries.insert_signal(uow.conn, event_id=event.event_id, name=event.name, run_id=wait.run_id,
+    event_queries.insert_signal(uow.conn, event_id=event.event_id, name=event.name, run_id=wait.run_id,
                           correlation_key=event.key, payload=event.payload, created_at=now, expires_at=expires_at,
                           consumed_at=now, consumed_position=wait.position)
     queries.update_step(uow.conn, wait.run_id, wait.position, status=StepStatus.SUCCEEDED, result=event.payload,
                         finished_at=now)
-    queries.delete_waits(uow.conn, wait.run_id, wait.position)
+    event_queries.delete_waits(uow.conn, wait.run_id, wait.position)
     queries.cancel_timers(uow.conn, wait.run_id, wait.position, now)
     _note_step(uow, step, StepStatus.SUCCEEDED, event=event.name, event_id=event.event_id)
     uow.send_advance(wait.run_id)
@@ -488,14 +488,14 @@ def deliver_event(uow: UnitOfWork, wait: WaitRow, event: NewEvent, *, expires_at
 
 def keep_event(uow: UnitOfWork, event: NewEvent, *, expires_at: float) -> None:
     """Keep an event that no run waits for yet, for the first matching wait until ``expires_at``."""
-    queries.insert_signal(uow.conn, event_id=event.event_id, name=event.name, run_id=event.run_id,
+    event_queries.insert_signal(uow.conn, event_id=event.event_id, name=event.name, run_id=event.run_id,
                           correlation_key=event.key, payload=event.payload, created_at=time.time(),
                           expires_at=expires_at)
 
 
 def forget_expired_events(uow: UnitOfWork, now: float, limit: int = 500) -> int:
     """Delete events that expired before any wait took them (the sweeper); returns how many."""
-    return queries.delete_expired_signals(uow.conn, now, limit)
+    return event_queries.delete_expired_signals(uow.conn, now, limit)
 
 
 def event_timeout_error(step_key: str, request: Mapping[str, Any]) -> dict[str, Any]:
@@ -510,7 +510,7 @@ def _time_out(uow: UnitOfWork, step: StepRow, request: Mapping[str, Any]) -> Non
     error = _compact(event_timeout_error(step.step_key, request))
     queries.update_step(uow.conn, step.run_id, step.position, status=StepStatus.FAILED, error=error,
                         finished_at=time.time())
-    queries.delete_waits(uow.conn, step.run_id, step.position)
+    event_queries.delete_waits(uow.conn, step.run_id, step.position)
     _note_step(uow, step, StepStatus.FAILED, error=error, event=request.get("event"))
 
 

@@ -12,19 +12,17 @@ from collections.abc import Sequence
 from itertools import takewhile
 from typing import Any, cast
 
-from sqlalchemy import Connection, bindparam, delete, func, insert, literal, or_, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, literal, or_, select, update
 
-from ..records import AttemptRow, LockedRun, RunRow, SignalRow, StepRow, TimerRow, WaitRow, WorkerRow
+from ..records import AttemptRow, LockedRun, RunRow, StepRow, TimerRow
 from ..vocabulary import (
-    ACTIVE_RUN_STATUSES,
     PENDING_STEP_STATUSES,
     AttemptStatus,
     OutboxKind,
-    RunStatus,
     StepKind,
     StepStatus,
 )
-from .schema import attempts, outbox, runs, signals, steps, timers, waits, workers
+from .schema import attempts, outbox, runs, signals, steps, timers, waits
 
 # Hot-path statements, built once: building and hashing a statement costs more than running it here.
 _LOCK_RUN = (
@@ -411,171 +409,6 @@ def cancel_timers(conn: Connection, run_id: str, position: int | None, now: floa
     conn.execute(update(timers).where(*condition).values(fired_at=now))
 
 
-# --- event waits and signals -----------------------------------------------------------------------
-
-_KEY_LOCK_SPACE = 0x64746576  # the first key of PostgreSQL's two-key advisory locks on correlation keys
-
-
-def lock_correlation_key(conn: Connection, key: str) -> None:
-    """Serialise, until the transaction ends, the writers that match events and waits on ``key``.
-
-    A wait on a key and an event sent to that key touch no common row before one of them exists, so
-    without this lock each could miss the other. SQLite's write lock already serialises them.
-    """
-    if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%(space)s, hashtext(%(key)s))",
-                             {"space": _KEY_LOCK_SPACE, "key": key})
-
-
-def insert_wait(conn: Connection, **values: Any) -> None:
-    conn.execute(insert(waits).values(**values))
-
-
-def delete_waits(conn: Connection, run_id: str, position: int | None = None) -> int:
-    condition = [waits.c.run_id == run_id]
-    if position is not None:
-        condition.append(waits.c.position == position)
-    return conn.execute(delete(waits).where(*condition)).rowcount
-
-
-def get_wait(conn: Connection, run_id: str, position: int) -> WaitRow | None:
-    query = select(waits).where(waits.c.run_id == run_id, waits.c.position == position)
-    return cast("WaitRow | None", conn.execute(query).first())
-
-
-def wait_of_run(conn: Connection, run_id: str, name: str) -> WaitRow | None:
-    """The run's first wait for event ``name``, whatever its correlation key."""
-    query = (
-        select(waits).where(waits.c.run_id == run_id, waits.c.name == name).order_by(waits.c.position).limit(1)
-    )
-    return cast("WaitRow | None", conn.execute(query).first())
-
-
-def wait_on_key(conn: Connection, key: str, name: str) -> WaitRow | None:
-    """The oldest wait of an active run for event ``name`` on correlation key ``key``."""
-    active = select(runs.c.id).where(runs.c.id == waits.c.run_id, runs.c.status.in_(ACTIVE_RUN_STATUSES)).exists()
-    query = (
-        select(waits)
-        .where(waits.c.correlation_key == key, waits.c.name == name, active)
-        .order_by(waits.c.created_at, waits.c.run_id)
-        .limit(1)
-    )
-    return cast("WaitRow | None", conn.execute(query).first())
-
-
-def signal_by_event_id(conn: Connection, event_id: str) -> SignalRow | None:
-    return cast("SignalRow | None", conn.execute(select(signals).where(signals.c.event_id == event_id)).first())
-
-
-def insert_signal(conn: Connection, **values: Any) -> None:
-    conn.execute(insert(signals).values(**values))
-
-
-def kept_signal(conn: Connection, run_id: str, key: str | None, name: str, now: float) -> SignalRow | None:
-    """The oldest unexpired, unconsumed event ``name`` sent to the run or to ``key``; locked on PostgreSQL."""
-    address = signals.c.run_id == run_id
-    if key is not None:
-        address = or_(address, signals.c.correlation_key == key)
-    query = (
-        select(signals)
-        .where(signals.c.name == name, signals.c.consumed_at.is_(None), signals.c.expires_at > now, address)
-        .order_by(signals.c.id)
-        .limit(1)
-    )
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    return cast("SignalRow | None", conn.execute(query).first())
-
-
-def consume_signal(conn: Connection, signal_id: int, run_id: str, position: int, now: float) -> bool:
-    """Hand a kept event to the wait at ``position`` of ``run_id``; False if another wait took it first."""
-    return conn.execute(
-        update(signals)
-        .where(signals.c.id == signal_id, signals.c.consumed_at.is_(None))
-        .values(consumed_at=now, run_id=run_id, consumed_position=position)
-    ).rowcount == 1
-
-
-def delete_expired_signals(conn: Connection, now: float, limit: int) -> int:
-    """Delete up to ``limit`` events that expired before any wait consumed them."""
-    expired = (
-        select(signals.c.id)
-        .where(signals.c.expires_at < now, signals.c.consumed_at.is_(None))
-        .limit(limit)
-        .scalar_subquery()
-    )
-    return conn.execute(delete(signals).where(signals.c.id.in_(expired))).rowcount
-
-
-def list_signals(conn: Connection, *, run_id: str | None = None, key: str | None = None) -> list[SignalRow]:
-    """Events sent to (or consumed by) a run, or sent to a correlation key, oldest first."""
-    query = select(signals).order_by(signals.c.id)
-    if run_id is not None:
-        query = query.where(signals.c.run_id == run_id)
-    if key is not None:
-        query = query.where(signals.c.correlation_key == key)
-    return cast("list[SignalRow]", list(conn.execute(query)))
-
-
-# --- workers and recovery ---------------------------------------------------------------------------
-
-
-def heartbeat(conn: Connection, worker_id: str, hostname: str, pid: int, now: float, *, role: str,
-              interval: float, timeout: float) -> None:
-    updated = conn.execute(
-        update(workers).where(workers.c.id == worker_id).values(heartbeat_at=now, role=role)
-    ).rowcount
-    if not updated:
-        conn.execute(
-            insert(workers).values(id=worker_id, hostname=hostname, pid=pid, started_at=now, heartbeat_at=now,
-                                   role=role, heartbeat_interval=interval, timeout=timeout)
-        )
-
-
-def mark_stopped(conn: Connection, worker_id: str, now: float) -> None:
-    """A clean shutdown: the process is gone, and what it held can be recovered at once."""
-    conn.execute(update(workers).where(workers.c.id == worker_id).values(stopped_at=now))
-
-
-def live_workers(conn: Connection, since: float) -> list[str]:
-    query = select(workers.c.id).where(workers.c.heartbeat_at >= since, workers.c.stopped_at.is_(None))
-    return list(conn.execute(query).scalars())
-
-
-def list_workers(conn: Connection) -> list[WorkerRow]:
-    return cast("list[WorkerRow]", list(conn.execute(select(workers).order_by(workers.c.heartbeat_at.desc()))))
-
-
-def forget_workers(conn: Connection, before: float) -> int:
-    """Delete heartbeat rows older than ``before`` (their steps were recovered long ago)."""
-    return conn.execute(delete(workers).where(workers.c.heartbeat_at < before)).rowcount
-
-
-def try_sweeper_lock(conn: Connection) -> bool:
-    """At most one sweeper at a time: a transaction-scoped advisory lock on PostgreSQL.
-
-    On SQLite the transaction's write lock already serialises sweepers.
-    """
-    if conn.dialect.name != "postgresql":
-        return True
-    return bool(conn.exec_driver_sql("SELECT pg_try_advisory_xact_lock(7283645901)").scalar())
-
-
-def orphaned_steps(conn: Connection, live: Sequence[str], started_before: float, limit: int) -> list[StepRow]:
-    """Steps taken by a worker that is no longer alive, in runs that are still active."""
-    active_run = select(runs.c.id).where(runs.c.id == steps.c.run_id, runs.c.status.in_(ACTIVE_RUN_STATUSES))
-    query = (
-        select(steps)
-        .where(steps.c.status == StepStatus.RUNNING, steps.c.kind == StepKind.TASK,
-               steps.c.started_at < started_before,
-               active_run.exists())
-        .limit(limit)
-    )
-    if live:
-        query = query.where(or_(steps.c.worker.is_(None), steps.c.worker.not_in(list(live))))
-    return cast("list[StepRow]", list(conn.execute(query)))
-
-
 def attempts_since_resume(conn: Connection, run_id: str, position: int) -> int:
     """Attempts of a step counted against its retry budget: those after the operator's last resume."""
     statuses = recent_attempt_statuses(conn, run_id, position, 10_000)
@@ -593,69 +426,3 @@ def recent_attempt_statuses(conn: Connection, run_id: str, position: int, limit:
             .limit(limit)
         ).scalars()
     )
-
-
-def expired_leases(conn: Connection, now: float, limit: int) -> list[str]:
-    """Active runs whose coordinator stopped renewing its lease (its process died mid-advance)."""
-    return list(
-        conn.execute(
-            select(runs.c.id)
-            .where(runs.c.status.in_(ACTIVE_RUN_STATUSES), runs.c.lease_owner.is_not(None), runs.c.lease_until < now)
-            .limit(limit)
-        ).scalars()
-    )
-
-
-def stalled_runs(conn: Connection, before: float, limit: int) -> list[str]:
-    """Active runs that nothing will move: no pending step, timer or outbox message, and no lease."""
-    pending_step = (
-        select(steps.c.run_id)
-        .where(steps.c.run_id == runs.c.id,
-               steps.c.status.in_(PENDING_STEP_STATUSES))
-        .exists()
-    )
-    pending_timer = (
-        select(timers.c.id).where(timers.c.run_id == runs.c.id, timers.c.fired_at.is_(None)).exists()
-    )
-    pending_message = select(outbox.c.id).where(outbox.c.run_id == runs.c.id).exists()
-    query = (
-        select(runs.c.id)
-        .where(
-            runs.c.status.in_((RunStatus.PENDING, RunStatus.RUNNING)),
-            runs.c.updated_at < before,
-            runs.c.lease_owner.is_(None),
-            ~pending_step,
-            ~pending_timer,
-            ~pending_message,
-        )
-        .limit(limit)
-    )
-    return list(conn.execute(query).scalars())
-
-
-# --- monitoring (read on each metrics scrape) -------------------------------------------------------
-
-
-def count_runs(conn: Connection) -> list[tuple[str, str, int]]:
-    """``(workflow, status, runs)`` for every workflow and status in the journal."""
-    query = select(runs.c.workflow, runs.c.status, func.count()).group_by(runs.c.workflow, runs.c.status)
-    return [(workflow, status, count) for workflow, status, count in conn.execute(query)]
-
-
-def outbox_backlog(conn: Connection) -> dict[str, tuple[int, float | None]]:
-    """Unconsumed messages by kind (``advance`` rows, ``dispatch`` steps): ``(count, oldest created_at)``."""
-    advances = conn.execute(select(func.count(), func.min(outbox.c.created_at))).one()
-    dispatches = conn.execute(
-        select(func.count(), func.min(steps.c.created_at))
-        .where(steps.c.status == StepStatus.DISPATCHED, steps.c.kind == StepKind.TASK)
-    ).one()
-    return {OutboxKind.ADVANCE: (advances[0], advances[1]), OutboxKind.DISPATCH: (dispatches[0], dispatches[1])}
-
-
-def timer_backlog(conn: Connection, now: float) -> tuple[int, int, float | None]:
-    """Unfired timers: ``(pending, overdue, earliest due_at among the overdue)``."""
-    pending = conn.execute(select(func.count()).where(timers.c.fired_at.is_(None))).scalar_one()
-    overdue, earliest = conn.execute(
-        select(func.count(), func.min(timers.c.due_at)).where(timers.c.fired_at.is_(None), timers.c.due_at <= now)
-    ).one()
-    return pending, overdue, earliest

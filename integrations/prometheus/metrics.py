@@ -24,7 +24,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from durable_tasks.observe import Transition
-from durable_tasks.store import queries
+from durable_tasks.store import health_queries
 from durable_tasks.store.database import Store
 from durable_tasks.vocabulary import AttemptStatus, RunStatus, StepKind, StepStatus
 
@@ -114,10 +114,10 @@ class JournalCollector(Collector):
         now = time.time()
         try:
             with self.store.read() as conn:
-                runs = queries.count_runs(conn)
-                outbox = queries.outbox_backlog(conn)
-                pending, overdue, earliest = queries.timer_backlog(conn, now)
-                live = len(queries.live_workers(conn, now - self.worker_timeout))
+                runs = health_queries.count_runs(conn)
+                outbox = health_queries.outbox_backlog(conn)
+                pending, overdue, earliest = health_queries.timer_backlog(conn, now)
+                live = len(health_queries.live_workers(conn, now - self.worker_timeout))
         except Exception:
             logger.warning("Could not read the journal for a metrics scrape.", exc_info=True)
             yield GaugeMetricFamily("durable_journal_up", "1 when the journal could be read for this scrape.", 0)

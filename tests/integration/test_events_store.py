@@ -21,7 +21,7 @@ from sqlalchemy import event
 from durable_tasks import Durable, EventDelivery, EventTimeoutError
 from durable_tasks.coordinator import advance
 from durable_tasks.messages import AdvanceMessage, Message
-from durable_tasks.store import migrate, queries
+from durable_tasks.store import event_queries, migrate, queries
 from durable_tasks.store.engine import make_engine
 from tests.support.publisher import KeptMessages
 from tests.support.stack import POSTGRES_URL
@@ -165,7 +165,7 @@ def test_an_event_and_its_timeout_at_the_same_moment_resolve_to_exactly_one_outc
         broker.drain(durable)
         result = handle.result(timeout=5)
         with durable.store.read() as conn:
-            (signal,) = queries.list_signals(conn, run_id=handle.id)
+            (signal,) = event_queries.list_signals(conn, run_id=handle.id)
             pending = [timer for timer in queries.due_timers(conn, time.time() + 7200, 10) if timer.run_id == handle.id]
         assert pending == [] and durable.steps(handle.id)[0].status != "waiting"
         if result == "yes":
@@ -225,7 +225,7 @@ def test_a_run_started_before_the_events_upgrade_finishes_after_it(
             conn.exec_driver_sql("INSERT INTO durable_signals (run_id, name, payload, created_at) VALUES "
                                  f"('old-run', 'legacy', '1', {now})")
         migrate.upgrade(engine, schema)
-        assert migrate.current_revision(engine, schema) == "0004_events"
+        assert migrate.current_revision(engine, schema) == migrate.head_revision(engine)
         app = Celery(f"upgrade-{kind}", broker="memory://", set_as_current=False)
         durable = Durable(app, store=url, schema=schema, auto_migrate=False)
         broker = LockedMessages()
@@ -243,7 +243,7 @@ def test_a_run_started_before_the_events_upgrade_finishes_after_it(
             broker.drain(durable)
             assert durable.run("old-run").result(timeout=5) == "done"
             with durable.store.read() as conn:
-                legacy = next(row for row in queries.list_signals(conn) if row.name == "legacy")
+                legacy = next(row for row in event_queries.list_signals(conn) if row.name == "legacy")
             assert legacy.event_id.startswith("legacy-") and legacy.expires_at == pytest.approx(now + 7 * 86400)
         finally:
             durable.close()

@@ -21,7 +21,7 @@ from typing import Any
 import redis
 import sqlalchemy
 
-from durable_tasks.store import queries
+from durable_tasks.store import health_queries, queries
 
 from .app import TestApp, build
 
@@ -90,7 +90,7 @@ class Stack:
             if process.poll() is not None:
                 raise RuntimeError(f"worker exited with {process.returncode}; see {self.directory}")
             with self.durable.store.read() as conn:
-                if any(row.pid == process.pid for row in queries.list_workers(conn)):
+                if any(row.pid == process.pid for row in health_queries.list_workers(conn)):
                     time.sleep(0.3)
                     return
             time.sleep(0.1)

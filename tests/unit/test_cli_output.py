@@ -17,7 +17,7 @@ from click.testing import CliRunner, Result
 from durable_tasks import Durable, RetryPolicy
 from durable_tasks.cli import main
 from durable_tasks.cli_console import neutralise
-from durable_tasks.store import queries
+from durable_tasks.store import health_queries
 
 # Markup that crashed rich (``[/]``, ``[/x]``), markup it would apply or swallow, emoji codes, terminal escapes,
 # a bidi override, a carriage return, a newline.
@@ -74,7 +74,7 @@ def runs(durable: Durable) -> dict[str, Any]:
     assert [handle.status for handle in handles.values()] == ["failed", "failed", "succeeded"]
     assert "RuntimeError" in str(handles["failed"].info().error), "failed in the step, not in journaling"
     with durable.store.begin() as conn:
-        queries.heartbeat(conn, f"worker {HOSTILE[0]}", HOSTILE[1], 4242, time.time(), role=HOSTILE[2][:16],
+        health_queries.heartbeat(conn, f"worker {HOSTILE[0]}", HOSTILE[1], 4242, time.time(), role=HOSTILE[2][:16],
                           interval=2, timeout=30)
     return {"store": durable.settings.store, "name": name, **{key: handle.id for key, handle in handles.items()}}
 

@@ -11,7 +11,7 @@ from celery import Celery
 
 from durable_tasks import ConfigurationError, Durable, EventDelivery, EventTokenError, InvalidStateError
 from durable_tasks import tokens as token_module
-from durable_tasks.store import queries
+from durable_tasks.store import event_queries
 
 SECRET = "unit-test-secret-0123456789"
 
@@ -31,7 +31,7 @@ def signed(tmp_path: Path) -> Any:
 
 def nothing_delivered(durable: Durable, run_id: str) -> bool:
     with durable.store.read() as conn:
-        return not queries.list_signals(conn) and durable.run(run_id).status == "waiting"
+        return not event_queries.list_signals(conn) and durable.run(run_id).status == "waiting"
 
 
 def test_a_token_delivers_its_event_once(signed: Any) -> None:

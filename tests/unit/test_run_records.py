@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from durable_tasks import Durable, IdempotencyConflictError, RetryPolicy, RunStatus
 from durable_tasks.cli import main
 from durable_tasks.cli_render import worker_state
-from durable_tasks.store import queries
+from durable_tasks.store import health_queries, queries
 from durable_tasks.timers import DatabaseTimers
 
 
@@ -192,16 +192,16 @@ def test_processes_show_their_role_and_a_clean_stop(durable: Durable, tmp_path: 
     identity = durable.runtime.identity
     worker_id = identity.start()
     with durable.store.read() as conn:
-        (row,) = [row for row in queries.list_workers(conn) if row.id == worker_id]
+        (row,) = [row for row in health_queries.list_workers(conn) if row.id == worker_id]
     assert (row.role, row.timeout, row.heartbeat_interval) == ("client", 30.0, 2.0)
     assert worker_state(row, time.time(), default_timeout=999) == "live"
     assert worker_state(row, row.heartbeat_at + 10, default_timeout=999) == "late", "two beats missed"
     assert worker_state(row, row.heartbeat_at + 31, default_timeout=999) == "dead", "its own timeout, not 999"
     identity.stop()
     with durable.store.read() as conn:
-        (row,) = [row for row in queries.list_workers(conn) if row.id == worker_id]
+        (row,) = [row for row in health_queries.list_workers(conn) if row.id == worker_id]
         assert row.stopped_at is not None and worker_state(row, time.time(), 30) == "stopped"
-        assert worker_id not in queries.live_workers(conn, 0), "the sweeper recovers its steps at once"
+        assert worker_id not in health_queries.live_workers(conn, 0), "the sweeper recovers its steps at once"
     listing = CliRunner().invoke(main, ["--store", durable.settings.store, "workers"]).stdout
     assert "client" in listing and "stopped" in listing
 

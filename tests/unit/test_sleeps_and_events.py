@@ -27,7 +27,7 @@ from durable_tasks import (
 from durable_tasks.coordinator import advance
 from durable_tasks.messages import AdvanceMessage
 from durable_tasks.recovery import sweep
-from durable_tasks.store import queries
+from durable_tasks.store import event_queries
 from tests.support.publisher import KeptMessages
 
 DAY = 86400.0
@@ -69,7 +69,7 @@ def timers_of(durable: Durable, run_id: str) -> list[tuple[str, float, float | N
 
 def signals_of(durable: Durable) -> list[Any]:
     with durable.store.read() as conn:
-        return list(queries.list_signals(conn))
+        return list(event_queries.list_signals(conn))
 
 
 def waits(durable: Durable) -> list[Any]:
