@@ -1,6 +1,6 @@
 """Durable timers carried by Kafka delay topics (``pip install "durable-tasks[kafka]"``).
 
-Each timer travels as a :class:`TimerRecord` through tiered delay topics (``durable-timers-1s`` ...
+Each timer travels as a :class:`TimerRecord` through tiered delay topics (``durable-timers-100ms`` ...
 ``durable-timers-86400s``): :class:`KafkaTimerProducer` writes it to the largest tier that fits the time left,
 and :class:`KafkaTimerService` reads each tier, forwards a record to a smaller tier when its tier's delay has
 passed, and calls ``fire(record)`` once it is due. Only the standard Producer, Consumer and AdminClient APIs

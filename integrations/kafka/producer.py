@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable
 
@@ -40,7 +39,7 @@ class KafkaTimerProducer:
         :class:`KafkaTimerError` when the local send queue stays full (Kafka has been out of reach for a while).
         """
         now = self._clock()
-        stamped = dataclasses.replace(record, enqueued_at=now)
+        stamped = TimerRecord(record.timer_id, record.run_id, record.due_at, now, record.hops)
         topic = self._config.topic(self._config.tier_for(record.due_at - now))
 
         def delivered(error: KafkaError | None, _message: Message) -> None:

@@ -12,11 +12,10 @@ crash replays records (at least once), and firing is idempotent in the core.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
@@ -62,6 +61,8 @@ class KafkaTimerService:
         self._pauses = PauseSchedule()
         self._assigned: set[Partition] = set()
         self._to_resume: list[Partition] = []
+        self._uncommitted: dict[Partition, int] = {}
+        self._committed_at = 0.0
         self._failures = 0
         self._started = False
         self._closed = False
@@ -76,14 +77,10 @@ class KafkaTimerService:
         self._resume(self._pauses.due(self._clock()))
         messages = self._receive(self._wait(timeout))
         self._resume_assigned()
-        if not messages:
-            return 0
-        batch = _Batch()
-        for message in messages:
-            self._handle(message, batch)
-        self._settle_forwards(batch)
-        self._commit(batch.offsets)
-        return batch.done
+        done = self._process(messages) if messages else 0
+        if self._uncommitted and self._clock() - self._committed_at >= self._config.commit_interval:
+            self._commit()
+        return done
 
     def run(self, stop: threading.Event, *, timeout: float = 0.5) -> None:
         """Poll until ``stop`` is set (checked every ``timeout`` seconds at most). Does not close the service."""
@@ -104,6 +101,7 @@ class KafkaTimerService:
             return
         self._closed = True
         self._forwarder.close(timeout)
+        self._commit(asynchronous=False)
         self._consumer.close()
 
     def _receive(self, timeout: float) -> list[Message]:
@@ -115,6 +113,18 @@ class KafkaTimerService:
         rest = self._consumer.consume(self._config.max_batch - 1, 0) if self._config.max_batch > 1 else []
         return [first, *rest]
 
+    def _process(self, messages: list[Message]) -> int:
+        batch = _Batch()
+        held = batch.held
+        for message in messages:
+            # Records behind a paused head are read again on resume; a fetch brings many, so skip them cheaply.
+            if held and (message.topic(), message.partition()) in held:
+                continue
+            self._handle(message, batch)
+        self._settle_forwards(batch)
+        self._uncommitted.update(batch.offsets)
+        return batch.done
+
     # --- one record ---------------------------------------------------------------------------------------
 
     def _handle(self, message: Message, batch: _Batch) -> None:
@@ -123,8 +133,6 @@ class KafkaTimerService:
             _report_consume_error(error)
             return
         partition, offset = _position(message)
-        if partition in batch.held:  # a record behind a paused head: it is read again on resume
-            return
         tier = self._tiers[partition[0]]
         try:
             record = TimerRecord.decode(message.value())
@@ -160,7 +168,8 @@ class KafkaTimerService:
         forward = _Forward(partition, offset)
         batch.forwards.append(forward)
         try:
-            self._forwarder.send(dataclasses.replace(record, hops=record.hops + 1), forward.delivered)
+            next_hop = TimerRecord(record.timer_id, record.run_id, record.due_at, 0.0, record.hops + 1)
+            self._forwarder.send(next_hop, forward.delivered)
         except KafkaTimerError as exc:
             forward.error = exc
         batch.advance(partition, offset)
@@ -200,12 +209,18 @@ class KafkaTimerService:
             batch.offsets[partition] = forward.offset
             self._hold(partition, forward.offset, self._clock() + delay, batch)
 
-    def _commit(self, offsets: dict[Partition, int]) -> None:
-        if not offsets:
+    def _commit(self, partitions: Iterable[Partition] | None = None, *, asynchronous: bool = True) -> None:
+        """Commit what was fired or forwarded (in ``partitions``, default all) since the last commit."""
+        chosen = list(self._uncommitted) if partitions is None else [p for p in partitions if p in self._uncommitted]
+        self._committed_at = self._clock()
+        if not chosen:
             return
-        positions = [TopicPartition(topic, number, offset) for (topic, number), offset in offsets.items()]
+        positions = [TopicPartition(topic, number, self._uncommitted.pop((topic, number))) for topic, number in chosen]
         try:
-            self._consumer.commit(offsets=positions, asynchronous=True)
+            if asynchronous:
+                self._consumer.commit(offsets=positions, asynchronous=True)
+            else:
+                self._consumer.commit(offsets=positions, asynchronous=False)
         except KafkaException as exc:  # no coordinator right now: the records are replayed, harmlessly
             logger.warning("Could not commit timer offsets: %s", exc)
 
@@ -230,7 +245,7 @@ class KafkaTimerService:
             self._assigned = {(p.topic, p.partition) for p in partitions}
         else:
             self._consumer.subscribe(list(self._tiers), on_assign=self._on_assign, on_revoke=self._on_revoke,
-                                     on_lost=self._on_revoke)
+                                     on_lost=self._on_lost)
         self._started = True
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -242,8 +257,17 @@ class KafkaTimerService:
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         revoked = [(p.topic, p.partition) for p in partitions]
-        self._assigned.difference_update(revoked)
-        self._pauses.release(revoked)
+        self._commit(revoked, asynchronous=False)  # the next owner starts where this one stopped
+        self._forget(revoked)
+
+    def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._forget([(p.topic, p.partition) for p in partitions])  # already someone else's: no commit
+
+    def _forget(self, partitions: list[Partition]) -> None:
+        self._assigned.difference_update(partitions)
+        self._pauses.release(partitions)
+        for partition in partitions:
+            self._uncommitted.pop(partition, None)
 
     def _resume_assigned(self) -> None:
         if self._to_resume:
