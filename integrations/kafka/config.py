@@ -142,9 +142,13 @@ class KafkaTimerConfig:
             "auto.offset.reset": "earliest",
             # A partition resumed while a fetch is waiting joins the next fetch: this bounds that wait.
             "fetch.wait.max.ms": 50,
-            # A paused partition's prefetched records are dropped; keep what is thrown away small.
+            # Pausing drops a partition's prefetched records, so prefetch little: memory stays flat whatever the
+            # backlog, and a full queue must not postpone fetching for librdkafka's default of a whole second.
             "max.partition.fetch.bytes": 262144,
-            "queued.max.messages.kbytes": 16384,
+            "fetch.max.bytes": 8388608,
+            "queued.min.messages": 1000,
+            "queued.max.messages.kbytes": 4096,
+            "fetch.queue.backoff.ms": 10,
             "logger": client_logger,
             **self.client,
             **self.consumer,

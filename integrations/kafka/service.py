@@ -101,7 +101,7 @@ class KafkaTimerService:
             return
         self._closed = True
         self._forwarder.close(timeout)
-        self._commit(asynchronous=False)
+        self._commit()  # consumer.close() waits for it (a synchronous commit could hang on a dead cluster)
         self._consumer.close()
 
     def _receive(self, timeout: float) -> list[Message]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from collections import Counter
 
 import pytest
 
@@ -56,6 +57,11 @@ def test_a_timer_hops_down_three_tiers_and_fires_once_on_time(config: KafkaTimer
     assert record.hops == 3
     assert record.due_at == sent.due_at and record.timer_id == 7
     assert sent.due_at <= at < sent.due_at + LATE_TOLERANCE
+    # Closing committed every record read: the warm-up and three hops in the 0.5 s tier, one in each other tier.
+    per_topic = Counter[str]()
+    for (topic, _), offset in committed_offsets(config).items():
+        per_topic[topic] += offset
+    assert per_topic == {config.topic(0.5): 3, config.topic(1.0): 1, config.topic(2.0): 1}
 
 
 def test_a_failing_fire_is_retried_with_backoff_and_its_offset_committed_only_after_success(
