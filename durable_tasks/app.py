@@ -67,8 +67,9 @@ class Durable:
             raise ConfigurationError(f"Celery app {app.main!r} already has a Durable instance; create one per app.")
         self.app = app
         settings = resolve_settings(app.conf, {"store": store, **options})
-        self.runtime = Runtime(app, settings, CeleryPublisher(app, settings.queue))
-        self.timers: TimerBackend = DatabaseTimers(self.runtime)
+        publisher = CeleryPublisher(app, settings.queue)
+        self.runtime = Runtime(app, settings, publisher)
+        self.timers: TimerBackend = self._timer_backend(publisher)
         self.operations = Operations(self.runtime.store, self.runtime.unit_of_work)
         self.events = EventSender(self.runtime.store, self.runtime.unit_of_work, settings)
         self.runtime.registry.add(WorkflowDefinition(run_chain, CHAIN_WORKFLOW, None))
@@ -81,6 +82,17 @@ class Durable:
         install_bootstep(self.runtime, self.timers, self.worker_events, self._metrics_endpoint(),
                          schedules=self.schedule_book)
         app._durable = self  # type: ignore[attr-defined]
+
+    def _timer_backend(self, publisher: CeleryPublisher) -> TimerBackend:
+        """The database poller, or with ``timer_backend="kafka"`` the delay-topic backend (the optional extra)."""
+        if self.runtime.settings.timer_backend != "kafka":
+            return DatabaseTimers(self.runtime)
+        from .integrations.kafka.backend import KafkaTimers, config_from_settings  # only when asked for
+
+        settings = self.runtime.settings
+        backend = KafkaTimers(self.runtime, config_from_settings(settings), grace=settings.timer_grace)
+        publisher.timer_sink = backend
+        return backend
 
     def _metrics_endpoint(self) -> Callable[[Any], None] | None:
         """With ``metrics_port``: count this process's transitions, and serve them from the worker."""

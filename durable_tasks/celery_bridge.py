@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from celery import Celery, bootsteps, signals
 
@@ -19,7 +19,7 @@ from . import coordinator, outbox, recovery, retention, scheduler
 from .celery_events import WorkerEvents
 from .cron import ScheduleBook, app_scope
 from .logs import RateLimitedLog
-from .messages import AdvanceMessage, Message, StepMessage
+from .messages import AdvanceMessage, Message, StepMessage, TimerMessage
 from .observe import notify_recovered
 from .runtime import Runtime
 from .schedule_sync import sync_schedules
@@ -29,6 +29,12 @@ from .vocabulary import ProcessRole
 logger = logging.getLogger("durable_tasks.worker")
 
 ADVANCE_TASK = "durable_tasks.advance"
+
+
+class TimerSink(Protocol):
+    """Takes timer messages to a timer transport (``integrations.kafka.backend.KafkaTimers``)."""
+
+    def send(self, message: TimerMessage) -> None: ...
 
 
 class CeleryPublisher:
@@ -41,10 +47,14 @@ class CeleryPublisher:
     def __init__(self, app: Celery, queue: str | None) -> None:
         self.app = app
         self.queue = queue
+        self.timer_sink: TimerSink | None = None
+        """Where timer messages go (the Kafka backend); None when timers stay in the database."""
         self._routes: dict[tuple[str, str | None], str] = {}
 
     def queue_of(self, message: Message) -> str | None:
         """The queue Celery routes ``message`` to (task_routes, the ``queue`` option, or the default)."""
+        if isinstance(message, TimerMessage):
+            return None  # not a broker queue: its outbox row ends when the transport confirms it
         if isinstance(message, StepMessage):
             task, queue = message.task, message.options.get("queue")
         else:
@@ -81,6 +91,10 @@ class CeleryPublisher:
                                headers=message.to_headers(), add_to_parent=False,
                                retries=message.attempt - 1,  # task.request.retries as under Celery
                                root_id=message.run_id, parent_id=message.run_id, **message.options)
+        elif isinstance(message, TimerMessage):
+            if self.timer_sink is None:
+                raise TypeError(f"timer {message.timer_id} was handed off, but no timer transport is configured")
+            self.timer_sink.send(message)
         elif isinstance(message, AdvanceMessage):
             options = {"queue": self.queue} if self.queue else {}
             self.app.send_task(ADVANCE_TASK, args=[message.run_id], kwargs={"outbox_id": message.outbox_id},
@@ -117,6 +131,7 @@ class WorkerServices:
 
     def __init__(self, runtime: Runtime, timers: TimerBackend, schedules: ScheduleBook | None = None) -> None:
         self.runtime = runtime
+        self.timers = timers
         self.schedules = schedules
         self._synced = schedules is None
         self._stop = threading.Event()
@@ -165,6 +180,8 @@ class WorkerServices:
             self._failures.exception("schedule sync", "Durable schedule sync failed; retrying every %.1fs.",
                                      self.runtime.settings.sweep_interval)
         self.runtime.identity.start()  # first heartbeat now, so this worker is live at once
+        if self.runtime.settings.kafka_consume_in_workers:
+            self.timers.start()
         self._thread = threading.Thread(target=self._run, name="durable-services", daemon=True)
         self._thread.start()
 
@@ -172,6 +189,7 @@ class WorkerServices:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        self.timers.stop()
 
     def _run(self) -> None:
         next_due = dict.fromkeys((name for name, _, _ in self._duties), 0.0)

@@ -439,7 +439,4 @@ def metrics_serve(ctx: click.Context, port: int, address: str) -> None:
         pass
 
 
-from . import cli_cron, cli_events  # noqa: E402, F401  (register `durable cron` and `durable events`)
-
-if __name__ == "__main__":
-    main()
+from . import cli_cron, cli_events, cli_timers  # noqa: E402, F401  (register `durable cron|events|timers|kafka`)

@@ -77,11 +77,32 @@ class Settings:
     """How long an event that no run waits for yet is kept for the first wait that matches it."""
     event_secret: str | None = field(default=None, repr=False)
     """Secret that signs event tokens (``durable.event_token``); the same on every process that checks them."""
+    timer_backend: str = "database"
+    """``"database"`` (workers poll the timers table) or ``"kafka"`` (timers travel through Kafka delay topics;
+    needs ``durable-tasks[kafka]`` and ``kafka_servers``; see docs/operations.md)."""
+    timer_grace: float = 30.0
+    """With Kafka: a timer still pending this long after its due time is fired from the database (the
+    reconciler), whatever Kafka did."""
+    kafka_servers: str = ""
+    """Kafka's ``bootstrap.servers`` for the delay topics."""
+    kafka_topic_prefix: str = "durable-timers"
+    kafka_group_id: str = "durable-timers"
+    kafka_partitions: int = 8
+    kafka_tiers: tuple[float, ...] = ()
+    """Delay tiers in seconds, ascending (default: the transport's, 0.1 s to one day)."""
+    kafka_options: dict[str, Any] = field(default_factory=dict)
+    """librdkafka client settings for every Kafka client (``security.protocol``, SASL ...)."""
+    kafka_consumer_options: dict[str, Any] = field(
+        default_factory=lambda: {"session.timeout.ms": 10000, "heartbeat.interval.ms": 1000})
+    """librdkafka settings of the delay-topic consumer; the default lets a dead timer service's partitions move to
+    another within about 10 s (librdkafka's own default is 45 s)."""
+    kafka_consume_in_workers: bool = True
+    """Run the delay-topic consumer in every Celery worker; False when ``durable timers`` processes do it."""
 
     def __post_init__(self) -> None:
         for name in ("heartbeat_interval", "worker_timeout", "redelivery_after", "timer_interval",
                      "sweep_interval", "retain_finished_runs", "retain_fired_timers", "retain_attempts",
-                     "retention_interval", "max_sleep", "event_retention"):
+                     "retention_interval", "max_sleep", "event_retention", "timer_grace"):
             object.__setattr__(self, name, parse_duration(getattr(self, name)))
         for name in ("max_sleep", "event_retention"):
             if getattr(self, name) <= 0:
@@ -91,6 +112,13 @@ class Settings:
                 f"event_secret is {len(str(self.event_secret).encode())} bytes long; use at least "
                 f"{MIN_SECRET_BYTES} random bytes, for example secrets.token_urlsafe(32)."
             )
+        if self.timer_backend not in ("database", "kafka"):
+            raise ConfigurationError(f"timer_backend={self.timer_backend!r}: use 'database' or 'kafka'.")
+        if self.timer_backend == "kafka" and not self.kafka_servers:
+            raise ConfigurationError("timer_backend='kafka' needs kafka_servers, Kafka's bootstrap servers "
+                                     "(Durable(app, kafka_servers='kafka-1:9092') or app.conf.durable_kafka_servers).")
+        if isinstance(self.kafka_tiers, str):
+            object.__setattr__(self, "kafka_tiers", tuple(parse_duration(tier) for tier in self.kafka_tiers.split(",")))
         if self.worker_timeout <= self.heartbeat_interval:
             raise ConfigurationError(
                 f"worker_timeout ({self.worker_timeout}s) must be longer than heartbeat_interval "

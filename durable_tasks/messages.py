@@ -102,4 +102,15 @@ class AdvanceMessage:
     outbox_id: int | None
 
 
-Message = StepMessage | AdvanceMessage
+@dataclass(frozen=True, slots=True)
+class TimerMessage:
+    """A timer handed to a timer transport (Kafka delay topics), which fires it at ``due_at``; ``outbox_id``
+    is its outbox row, deleted once the transport confirms it."""
+
+    timer_id: int
+    run_id: str
+    due_at: float
+    outbox_id: int | None
+
+
+Message = StepMessage | AdvanceMessage | TimerMessage

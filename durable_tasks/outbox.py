@@ -16,6 +16,7 @@ harmless: the journal turns them into no-ops (I1, I4).
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -26,7 +27,7 @@ from typing import Any, Protocol
 from sqlalchemy import Connection
 
 from .logs import RateLimitedLog
-from .messages import AdvanceMessage, Message, StepMessage
+from .messages import AdvanceMessage, Message, StepMessage, TimerMessage
 from .observe import Observer, Transition, notify
 from .store import queries
 from .store.database import Store
@@ -60,10 +61,13 @@ class UnitOfWork:
     """
 
     def __init__(self, store: Store, publisher: Publisher, *, redelivery_after: float,
-                 observers: Sequence[Observer] = (), autocommit: bool = False) -> None:
+                 observers: Sequence[Observer] = (), autocommit: bool = False,
+                 timer_window: float | None = None) -> None:
         self.store = store
         self.publisher = publisher
         self.redelivery_after = redelivery_after
+        self.timer_window = timer_window
+        """With a timer transport: timers due within this many seconds go to it at once (others later)."""
         self.observers = observers
         self.autocommit = autocommit
         self._transaction: AbstractContextManager[Connection] | None = None
@@ -114,6 +118,14 @@ class UnitOfWork:
                                        now + self.redelivery_after, queue)
         self._pending.append(AdvanceMessage(run_id, outbox_id))
 
+    def send_timer(self, timer_id: int, run_id: str, due_at: float) -> None:
+        """Hand a timer to the timer transport after commit: an outbox row, deleted when the transport
+        confirms it (the relay sends it again until then)."""
+        now = time.time()
+        outbox_id = queries.add_outbox(self.conn, run_id, OutboxKind.TIMER, {"timer_id": timer_id, "due_at": due_at},
+                                       now, now + self.redelivery_after)
+        self._pending.append(TimerMessage(timer_id, run_id, due_at, outbox_id))
+
     def publish_after_commit(self, message: Message) -> str | None:
         """Publish after commit a message whose durable record the caller wrote (a dispatched step row);
         returns the queue it goes to, for that record."""
@@ -143,8 +155,8 @@ def publish_safely(publisher: Publisher, message: Message) -> bool:
     try:
         publisher.publish(message)
     except Exception:
-        what = f"step {message.step_key!r} attempt {message.attempt}" if isinstance(message, StepMessage) \
-            else "advance"
+        what = (f"step {message.step_key!r} attempt {message.attempt}" if isinstance(message, StepMessage)
+                else f"timer {message.timer_id}" if isinstance(message, TimerMessage) else "advance")
         _publish_failures.exception(
             "publish", "Could not publish the %s message of run %s; it stays in the outbox and the relay will "
             "send it again.", what, message.run_id, level=logging.WARNING)
@@ -190,9 +202,18 @@ def relay(store: Store, publisher: Publisher, *, redelivery_after: float, limit:
                 queries.check_again(conn, kind, row, recheck)
                 continue
             queries.resent(conn, kind, row, now, redelivery_after)
-            messages.append(StepMessage.from_step(row) if kind == OutboxKind.DISPATCH
-                            else AdvanceMessage(row.run_id, row.id))
+            messages.append(_message_of(kind, row))
     sent = sum(publish_safely(publisher, message) for message in messages)
     if messages:
         logger.info("Relay re-published %d of %d lost messages.", sent, len(messages))
     return len(messages)
+
+
+def _message_of(kind: OutboxKind, row: Any) -> Message:
+    """The message an overdue record stands for: a step's attempt (a step row), or an outbox row's message."""
+    if kind == OutboxKind.DISPATCH:
+        return StepMessage.from_step(row)
+    if row.kind == OutboxKind.TIMER:
+        payload = json.loads(row.payload)
+        return TimerMessage(payload["timer_id"], row.run_id, payload["due_at"], row.id)
+    return AdvanceMessage(row.run_id, row.id)

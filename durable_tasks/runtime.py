@@ -37,12 +37,14 @@ class Runtime:
         self.identity = ProcessIdentity(self.store, interval=settings.heartbeat_interval,
                                         lease=settings.worker_timeout)
         self.observers: list[Observer] = []
+        self.timer_window: float | None = None
+        """Set by a timer transport (Kafka): timers due within this window are handed to it when written."""
         self.tracing = Tracing()
 
     def unit_of_work(self, *, autocommit: bool = False) -> UnitOfWork:
         """A write transaction whose messages are published, and transitions observed, after commit."""
         return UnitOfWork(self.store, self.publisher, redelivery_after=self.settings.redelivery_after,
-                          observers=self.observers, autocommit=autocommit)
+                          observers=self.observers, autocommit=autocommit, timer_window=self.timer_window)
 
     def step_task(self, name: str, *, step_key: str, run_id: str) -> tuple[Any, StepDefinition]:
         """The registered Celery task ``name`` and its step definition, for step ``step_key`` of a run."""

@@ -13,14 +13,20 @@ import time
 from typing import Protocol
 
 from . import transitions
+from .records import TimerRow
 from .runtime import Runtime
 from .store import queries
 
 
 class TimerBackend(Protocol):
-    """Fires due timers; ``fire_due`` is called by the worker's service thread every ``timer_interval``."""
+    """Fires due timers. ``fire_due`` is called by the worker's service thread every ``timer_interval``;
+    ``start``/``stop`` bracket a worker's life (a backend with a consumer of its own runs it in between)."""
 
     def fire_due(self) -> int: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
 
 
 class DatabaseTimers:
@@ -32,13 +38,23 @@ class DatabaseTimers:
 
     def fire_due(self) -> int:
         """Fire every timer that is due now (in batches); returns how many fired."""
+        return len(self.fire_overdue(time.time()))
+
+    def fire_overdue(self, before: float) -> list[TimerRow]:
+        """Fire every pending timer due before ``before`` (in batches); returns those that fired."""
         with self.runtime.store.read() as conn:  # a read does not take SQLite's write lock
-            if not queries.any_due_timer(conn, time.time()):
-                return 0
-        fired = 0
+            if not queries.any_due_timer(conn, before):
+                return []
+        fired: list[TimerRow] = []
         while True:
             with self.runtime.unit_of_work() as uow:
-                due = queries.due_timers(uow.conn, time.time(), self.batch)
-                fired += sum(transitions.fire_timer(uow, timer) for timer in due)
+                due = queries.due_timers(uow.conn, before, self.batch)
+                fired += [timer for timer in due if transitions.fire_timer(uow, timer)]
             if len(due) < self.batch:
                 return fired
+
+    def start(self) -> None:
+        """Nothing to start: the worker's service thread polls."""
+
+    def stop(self) -> None:
+        """Nothing to stop."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import takewhile
 from typing import Any
@@ -313,7 +313,7 @@ def _fail_or_retry(uow: UnitOfWork, step: StepRow | WrittenStep, error: Mapping[
     text = _compact(error)
     if retry:
         queries.update_step(uow.conn, step.run_id, step.position, status=StepStatus.RETRYING, error=text)
-        queries.insert_timer(uow.conn, step.run_id, step.position, TimerPurpose.RETRY, now + delay)
+        arm_timer(uow, step.run_id, step.position, TimerPurpose.RETRY, now + delay)
         _note_step(uow, step, StepStatus.RETRYING, error=text, due_at=now + delay, **detail)
         return StepStatus.RETRYING
     queries.update_step(uow.conn, step.run_id, step.position, status=StepStatus.FAILED, error=text, finished_at=now)
@@ -383,10 +383,28 @@ def start_sleep(uow: UnitOfWork, run_id: str, position: int, step_key: str, unti
                         name=step_key, status=status, request=request, created_at=now,
                         finished_at=None if until > now else now)
     if until > now:
-        queries.insert_timer(uow.conn, run_id, position, TimerPurpose.SLEEP, until)
+        arm_timer(uow, run_id, position, TimerPurpose.SLEEP, until)
     step = WrittenStep(run_id, position, step_key, StepKind.SLEEP, step_key, status, request=request, result="null")
     _note_step(uow, step, status, due_at=until)
     return step
+
+
+def arm_timer(uow: UnitOfWork, run_id: str, position: int, purpose: TimerPurpose, due_at: float) -> int:
+    """Write a pending timer; with a timer transport, one due within its window goes to it after commit."""
+    timer_id = queries.insert_timer(uow.conn, run_id, position, purpose, due_at)
+    if uow.timer_window is not None and due_at - time.time() <= uow.timer_window:
+        queries.mark_handed_off(uow.conn, [timer_id], time.time())
+        uow.send_timer(timer_id, run_id, due_at)
+    return timer_id
+
+
+def hand_off_timers(uow: UnitOfWork, due_timers: Sequence[TimerRow]) -> None:
+    """Give pending timers that come near to the timer transport (written long before, or before a restart)."""
+    if not due_timers:
+        return
+    queries.mark_handed_off(uow.conn, [timer.id for timer in due_timers], time.time())
+    for timer in due_timers:
+        uow.send_timer(timer.id, timer.run_id, timer.due_at)
 
 
 def fire_timer(uow: UnitOfWork, timer: TimerRow) -> bool:
@@ -449,7 +467,7 @@ def start_wait(uow: UnitOfWork, run_id: str, position: int, step_key: str, wait:
         event_queries.insert_wait(uow.conn, run_id=run_id, position=position, name=wait.name, correlation_key=wait.key,
                             created_at=now)
         if wait.until is not None:
-            queries.insert_timer(uow.conn, run_id, position, TimerPurpose.EVENT_TIMEOUT, wait.until)
+            arm_timer(uow, run_id, position, TimerPurpose.EVENT_TIMEOUT, wait.until)
         detail = {"event": wait.name, "key": wait.key, "due_at": wait.until}
     if exists:
         queries.update_step(uow.conn, run_id, position, **columns)

@@ -97,6 +97,7 @@ class OutboxKind(StrEnum):
 
     ADVANCE = "advance"
     DISPATCH = "dispatch"
+    TIMER = "timer"  # a timer handed to a transport (Kafka); its row ends when the transport confirms it
 
 
 class ScheduleSource(StrEnum):

@@ -245,6 +245,11 @@ def add_outbox(conn: Connection, run_id: str, kind: str, payload: dict[str, Any]
     return outbox_id
 
 
+def delete_outboxes(conn: Connection, outbox_ids: Sequence[int]) -> None:
+    """Delete outbox rows whose messages the broker or Kafka confirmed (nothing here consumes them)."""
+    conn.execute(delete(outbox).where(outbox.c.id.in_(list(outbox_ids))))
+
+
 def consume_outbox(conn: Connection, outbox_id: int) -> dict[str, Any]:
     """Delete an outbox row that is acted on; returns its payload (empty when it was consumed already)."""
     payload = conn.execute(delete(outbox).where(outbox.c.id == outbox_id).returning(outbox.c.payload)).scalar()
@@ -335,8 +340,32 @@ def pending_outbox(conn: Connection, run_id: str | None = None) -> list[Any]:
 # --- timers -----------------------------------------------------------------------------------------
 
 
-def insert_timer(conn: Connection, run_id: str, position: int, purpose: str, due_at: float) -> None:
-    conn.execute(insert(timers).values(run_id=run_id, position=position, purpose=purpose, due_at=due_at))
+def insert_timer(conn: Connection, run_id: str, position: int, purpose: str, due_at: float) -> int:
+    """Write a pending timer; returns its id."""
+    timer_id: int = conn.execute(
+        insert(timers).values(run_id=run_id, position=position, purpose=purpose, due_at=due_at)
+        .returning(timers.c.id)
+    ).scalar_one()
+    return timer_id
+
+
+def get_timer(conn: Connection, timer_id: int) -> TimerRow | None:
+    return cast("TimerRow | None", conn.execute(select(timers).where(timers.c.id == timer_id)).first())
+
+
+def timers_to_hand_off(conn: Connection, due_by: float, limit: int) -> list[TimerRow]:
+    """Pending timers due by ``due_by`` that no transport has taken yet, soonest first (locked on PostgreSQL:
+    two hand-off polls never take the same timer). Only those rows are read (a partial index)."""
+    query = (select(timers).where(timers.c.fired_at.is_(None), timers.c.handed_off_at.is_(None),
+                                  timers.c.due_at <= due_by)
+             .order_by(timers.c.due_at).limit(limit))
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    return cast("list[TimerRow]", list(conn.execute(query)))
+
+
+def mark_handed_off(conn: Connection, timer_ids: Sequence[int], now: float) -> None:
+    conn.execute(update(timers).where(timers.c.id.in_(list(timer_ids))).values(handed_off_at=now))
 
 
 def pending_timers(conn: Connection, run_id: str) -> dict[int, float]:

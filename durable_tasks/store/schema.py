@@ -132,6 +132,8 @@ timers = Table(
     Column("purpose", String(16), nullable=False),
     Column("due_at", Float, nullable=False),
     Column("fired_at", Float),
+    # When a transport (Kafka delay topics) took it over; the database still fires it if the transport fails.
+    Column("handed_off_at", Float),
     ForeignKeyConstraint(["run_id"], ["durable_runs.id"], ondelete="CASCADE"),
     Index(None, "fired_at", "due_at"),
     Index(None, "run_id"),
@@ -139,6 +141,10 @@ timers = Table(
     # in the future and however long a backlog of due ones is (a batch reads its 200 rows, not the backlog).
     Index("ix_durable_timers_pending_due_at", "due_at", postgresql_where=text("fired_at IS NULL"),
           sqlite_where=text("fired_at IS NULL")),
+    # Pending timers no transport has taken yet, in due order: the hand-off poll reads only those coming near.
+    Index("ix_durable_timers_unsent_due_at", "due_at",
+          postgresql_where=text("fired_at IS NULL AND handed_off_at IS NULL"),
+          sqlite_where=text("fired_at IS NULL AND handed_off_at IS NULL")),
 )
 
 # An outside event. ``run_id`` is the run it was sent to, or, once a wait consumed it, that run (so pruning

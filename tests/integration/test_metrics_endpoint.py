@@ -89,7 +89,7 @@ def test_durable_metrics_serve_reads_the_journal(metered: tuple[Stack, int], tmp
     stack.set_flag("broken-metrics")
     run = stack.client.workflows["fixable"].start("metrics")
     port = _free_port()
-    command = [sys.executable, "-m", "durable_tasks.cli", "metrics", "serve", "--port", str(port),
+    command = [sys.executable, "-m", "durable_tasks", "metrics", "serve", "--port", str(port),
                "--store", stack.store, "--schema", stack.schema or ""]
     with open(tmp_path / "serve.log", "wb") as log:
         server = subprocess.Popen(command, cwd=ROOT, env=stack.env, stdout=log, stderr=subprocess.STDOUT)

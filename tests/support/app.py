@@ -268,6 +268,12 @@ def build(*, store: str, broker: str, executions: str, flags: str, schema: str |
         shipped = ctx.run(mark, order, f"ship:{order}")
         return {"order": order, "outcome": "shipped", "by": decision, "shipped": shipped}
 
+    @durable.workflow(name="wf.sleep_then_add")
+    def sleep_then_add(ctx: Any, seconds: float, n: int) -> int:
+        """Sleeps, then runs a task step (its executions count the wake-ups that got through)."""
+        ctx.sleep("wait", seconds)
+        return int(ctx.run(add, n, 1))
+
     @durable.workflow(name="wf.sleep_until")
     def sleep_until(ctx: Any, epoch: float) -> float:
         """Sleeps until the epoch time ``epoch``; returns when it woke (journaled)."""
