@@ -10,6 +10,7 @@ import pytest
 from celery import Celery
 
 from durable_tasks import Durable
+from tests.support.publisher import KeptMessages
 
 
 @pytest.fixture
@@ -43,3 +44,11 @@ def tasks(app: Celery, durable: Durable) -> dict[str, Any]:
         return x
 
     return {"add": add, "echo": echo, "plain": plain}
+
+
+@pytest.fixture
+def broker(durable: Durable) -> KeptMessages:
+    """The durable's messages, kept instead of sent: the test delivers them by hand (no worker, no broker)."""
+    kept = KeptMessages()
+    durable.runtime.publisher = kept
+    return kept

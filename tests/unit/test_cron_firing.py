@@ -25,13 +25,6 @@ T0 = 28_000_000 * MINUTE  # 2023-03-28T10:40:00Z, a whole minute: every="1m" tic
 
 
 @pytest.fixture
-def broker(durable: Durable) -> KeptMessages:
-    kept = KeptMessages()
-    durable.runtime.publisher = kept
-    return kept
-
-
-@pytest.fixture
 def job(durable: Durable, broker: KeptMessages) -> Callable[..., Any]:
     """Declare a workflow schedule ``name`` (every minute unless told) whose run records its tick."""
 

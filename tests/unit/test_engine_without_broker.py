@@ -21,13 +21,6 @@ from tests.support.publisher import KeptMessages
 
 
 @pytest.fixture
-def broker(durable: Durable) -> KeptMessages:
-    kept = KeptMessages()
-    durable.runtime.publisher = kept
-    return kept
-
-
-@pytest.fixture
 def flow(durable: Durable, tasks: dict[str, Any]) -> Any:
     @durable.workflow(name="unit.two_steps")
     def flow(ctx: Any, n: int) -> int:

@@ -59,13 +59,6 @@ def flower(durable: Durable) -> Flowerish:
     return sink
 
 
-@pytest.fixture
-def broker(durable: Durable) -> KeptMessages:
-    kept = KeptMessages()
-    durable.runtime.publisher = kept
-    return kept
-
-
 def pump(durable: Durable, broker: KeptMessages, *, fail: bool = False, only: type | None = None) -> None:
     """Deliver every kept message (of type ``only``) once, as a worker would."""
     for message in broker.take():

@@ -33,13 +33,6 @@ from tests.support.publisher import KeptMessages
 DAY = 86400.0
 
 
-@pytest.fixture
-def broker(durable: Durable) -> KeptMessages:
-    kept = KeptMessages()
-    durable.runtime.publisher = kept
-    return kept
-
-
 def drain(durable: Durable, broker: KeptMessages) -> int:
     """Run every advance message, and those they cause; returns how many ran."""
     ran = 0
