@@ -6,10 +6,14 @@ import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.support.stack import Stack
+
+if TYPE_CHECKING:
+    from tests.support.kafka import TansuBroker
 
 SERVICES = {"PostgreSQL": ("127.0.0.1", 5432), "Redis": ("127.0.0.1", 6379)}
 
@@ -28,6 +32,23 @@ def services() -> None:
     missing = [name for name, address in SERVICES.items() if not _reachable(*address)]
     if missing:
         pytest.fail(f"{', '.join(missing)} not reachable; start them as .ci/run does")
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TansuBroker]:
+    """One Tansu broker (a real Kafka-protocol broker, memory only) on a free port for the whole session.
+
+    Only started when a test asks for it. Tests that restart it (:meth:`TansuBroker.restart`) leave an empty
+    broker on the same port, so every test creates its own topics under its own prefix.
+    """
+    from tests.support.kafka import TansuBroker
+
+    broker = TansuBroker(tmp_path_factory.mktemp("kafka") / "tansu.log")
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
