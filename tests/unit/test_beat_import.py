@@ -11,8 +11,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from celery import Celery
 from celery.schedules import crontab, schedule, solar
-from durable_tasks.integrations.beat import BeatImport, Unconverted, read_beat_schedule, render_declarations
 
+from durable_tasks.integrations.beat import BeatImport, Unconverted, read_beat_schedule, render_declarations
 from durable_tasks.schedules import parse_schedule
 
 

@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-from durable_tasks.integrations.beat import read_beat_schedule, render_declarations
 
 from durable_tasks import Durable
 from durable_tasks.cli import main
 from durable_tasks.coordinator import advance
+from durable_tasks.integrations.beat import read_beat_schedule, render_declarations
 from durable_tasks.messages import StepMessage
 from durable_tasks.scheduler import fire_due, spec_of
 from durable_tasks.store import schedule_queries

@@ -7,10 +7,10 @@ import time
 from typing import Any
 
 from celery import Celery
-from durable_tasks.integrations.prometheus import JournalCollector, TransitionMetrics
 from prometheus_client import CollectorRegistry, generate_latest
 
 from durable_tasks import Durable, RetryPolicy
+from durable_tasks.integrations.prometheus import JournalCollector, TransitionMetrics
 from durable_tasks.messages import StepMessage
 from durable_tasks.task_step import execute
 from tests.support.publisher import KeptMessages
