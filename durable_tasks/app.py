@@ -115,6 +115,7 @@ class Durable:
     def close(self) -> None:
         """Stop this process's heartbeats and close the store's connections (tests, scripts)."""
         self.runtime.identity.stop()
+        self.runtime.topics.close()
         self.runtime.store.dispose()
 
     # --- declaring ---------------------------------------------------------------------------------------

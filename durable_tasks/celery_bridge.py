@@ -19,7 +19,7 @@ from . import coordinator, outbox, recovery, retention, scheduler
 from .celery_events import WorkerEvents
 from .cron import ScheduleBook, app_scope
 from .logs import RateLimitedLog
-from .messages import AdvanceMessage, Message, StepMessage
+from .messages import AdvanceMessage, Message, StepMessage, TaskMessage
 from .observe import notify_recovered
 from .runtime import Runtime
 from .schedule_sync import sync_schedules
@@ -45,7 +45,7 @@ class CeleryPublisher:
 
     def queue_of(self, message: Message) -> str | None:
         """The queue Celery routes ``message`` to (task_routes, the ``queue`` option, or the default)."""
-        if isinstance(message, StepMessage):
+        if isinstance(message, StepMessage | TaskMessage):
             task, queue = message.task, message.options.get("queue")
         else:
             task, queue = ADVANCE_TASK, self.queue
@@ -81,6 +81,10 @@ class CeleryPublisher:
                                headers=message.to_headers(), add_to_parent=False,
                                retries=message.attempt - 1,  # task.request.retries as under Celery
                                root_id=message.run_id, parent_id=message.run_id, **message.options)
+        elif isinstance(message, TaskMessage):
+            # The user's own message: its stable id is the Celery task id, which consumers use to drop duplicates.
+            self.app.send_task(message.task, args=message.args, kwargs=message.kwargs, task_id=message.id,
+                               add_to_parent=False, **message.options)
         elif isinstance(message, AdvanceMessage):
             options = {"queue": self.queue} if self.queue else {}
             self.app.send_task(ADVANCE_TASK, args=[message.run_id], kwargs={"outbox_id": message.outbox_id},
@@ -137,7 +141,7 @@ class WorkerServices:
 
     def _relay(self) -> int:
         sent = outbox.relay(self.runtime.store, self.runtime.publisher,
-                            redelivery_after=self.runtime.settings.redelivery_after)
+                            redelivery_after=self.runtime.settings.redelivery_after, topics=self.runtime.topics)
         if sent:
             notify_recovered(self.runtime.observers, "relay_republished", sent)
         return sent
@@ -218,6 +222,7 @@ def install_bootstep(runtime: Runtime, timers: TimerBackend, events: WorkerEvent
         def stop(self, worker: Any) -> None:
             if self.services is not None:
                 self.services.stop()
+            runtime.topics.close()  # waits briefly for Kafka to confirm records sent by this worker
             runtime.identity.stop()
             events.close()
 

@@ -77,6 +77,10 @@ class Settings:
     """How long an event that no run waits for yet is kept for the first wait that matches it."""
     event_secret: str | None = field(default=None, repr=False)
     """Secret that signs event tokens (``durable.event_token``); the same on every process that checks them."""
+    kafka_servers: str | None = None
+    """Kafka bootstrap servers for ``ctx.publish`` / ``current_step().publish`` (needs ``durable-tasks[kafka]``)."""
+    kafka_producer: dict[str, Any] | None = field(default=None, repr=False)
+    """librdkafka settings of that producer, over the defaults (``acks=all``): security, ``linger.ms``, ..."""
 
     def __post_init__(self) -> None:
         for name in ("heartbeat_interval", "worker_timeout", "redelivery_after", "timer_interval",
