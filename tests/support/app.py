@@ -37,7 +37,10 @@ def build(*, store: str, broker: str, executions: str, flags: str, schema: str |
         task_ignore_result=True,
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"global_keyprefix": prefix} if prefix else {},
+        # Redis: the stack's key prefix. RabbitMQ (a virtual host per stack): a publish returns once the broker
+        # has the message, which is when a message of the user's own counts as sent.
+        broker_transport_options=({"confirm_publish": True} if broker.startswith("amqp")
+                                  else {"global_keyprefix": prefix} if prefix else {}),
         task_default_queue="celery",
         worker_prefetch_multiplier=1,
     )
