@@ -293,6 +293,20 @@ def build(*, store: str, broker: str, executions: str, flags: str, schema: str |
         shipped = ctx.run(mark, order, f"ship:{order}")
         return {"order": order, "outcome": "shipped", "by": decision, "shipped": shipped}
 
+    @durable.step
+    @app.task(name="t.publisher", shared=False)
+    def publisher(topic: str, value: Any) -> Any:
+        """Publishes a Kafka record with its result."""
+        step = current_step()
+        assert step is not None
+        return step.publish(topic, {"from": "step", "value": value}, key="step")
+
+    @durable.workflow(name="wf.publish")
+    def publish(ctx: Any, topic: str, value: Any) -> list[Any]:
+        """A Kafka record of the workflow's own, then a step that publishes one with its result."""
+        return [ctx.publish(topic, {"from": "workflow", "value": value}, key="workflow"),
+                ctx.run(publisher, topic, value)]
+
     @durable.workflow(name="wf.messages")
     def messages(ctx: Any, value: Any) -> Any:
         """A message of the workflow's own, then a step that sends one with its result."""
