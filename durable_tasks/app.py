@@ -11,6 +11,7 @@ from typing import Any, TypeVar, overload
 
 from celery import Celery
 from celery.utils.imports import gen_task_name
+from sqlalchemy import Connection
 
 from .celery_bridge import CeleryPublisher, install_bootstep, register_coordinator_task
 from .celery_events import WorkerEvents
@@ -30,6 +31,7 @@ from .durations import parse_duration
 from .errors import ConfigurationError
 from .events import EventReceipt, EventSender
 from .handle import RunHandle, RunRecord, StepRecord, load_steps
+from .joining import OnCommit
 from .operations import Operations
 from .registry import STEP_ATTRIBUTE, StepDefinition, WorkflowDefinition
 from .retry import RetryPolicy
@@ -127,6 +129,7 @@ class Durable:
     def close(self) -> None:
         """Stop this process's heartbeats and close the store's connections (tests, scripts)."""
         self.runtime.identity.stop()
+        self.runtime.topics.close()
         self.runtime.store.dispose()
 
     # --- declaring ---------------------------------------------------------------------------------------
@@ -258,16 +261,26 @@ class Durable:
     # --- running -----------------------------------------------------------------------------------------
 
     def start(self, workflow: str | Workflow[Any, Any], *args: Any, idempotency_key: str | None = None,
-              **kwargs: Any) -> RunHandle:
+              connection: Connection | None = None, on_commit: OnCommit | None = None, **kwargs: Any) -> RunHandle:
         """Start a run of a registered workflow (by object or name) and return its handle at once.
 
         The run and its first message commit together; if the broker is down the message waits in the
         outbox and the workers' relay sends it later. The same ``idempotency_key`` with the same workflow
         and arguments returns the same run; with others it raises
         :class:`~durable_tasks.IdempotencyConflictError` naming the existing run.
+
+        ``connection`` (a SQLAlchemy ``Connection`` on the store's database) writes the run in the caller's
+        open transaction: it starts only if that transaction commits, and its first message leaves after the
+        commit (or through ``on_commit``, such as Django's ``transaction.on_commit``). A connection to another
+        database raises :class:`~durable_tasks.ConfigurationError`::
+
+            with Session(engine) as session, session.begin():
+                session.add(Order(id=42))
+                durable.start("shop.checkout", 42, connection=session.connection())
         """
         definition = self.runtime.registry.get(workflow if isinstance(workflow, str) else workflow.name)
-        run_id = start_run(self.runtime, definition, args, kwargs, idempotency_key=idempotency_key)
+        run_id = start_run(self.runtime, definition, args, kwargs, idempotency_key=idempotency_key,
+                           connection=connection, on_commit=on_commit)
         return RunHandle(self.store, run_id)
 
     def run(self, run_id: str) -> RunHandle:

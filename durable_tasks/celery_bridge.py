@@ -19,7 +19,7 @@ from . import coordinator, outbox, recovery, retention, scheduler
 from .celery_events import WorkerEvents
 from .cron import ScheduleBook, app_scope
 from .logs import RateLimitedLog
-from .messages import AdvanceMessage, Message, StepMessage, TimerMessage
+from .messages import AdvanceMessage, Message, StepMessage, TaskMessage, TimerMessage
 from .observe import notify_recovered
 from .runtime import Runtime
 from .schedule_sync import sync_schedules
@@ -55,7 +55,7 @@ class CeleryPublisher:
         """The queue Celery routes ``message`` to (task_routes, the ``queue`` option, or the default)."""
         if isinstance(message, TimerMessage):
             return None  # not a broker queue: its outbox row ends when the transport confirms it
-        if isinstance(message, StepMessage):
+        if isinstance(message, StepMessage | TaskMessage):
             task, queue = message.task, message.options.get("queue")
         else:
             task, queue = ADVANCE_TASK, self.queue
@@ -95,6 +95,10 @@ class CeleryPublisher:
             if self.timer_sink is None:
                 raise TypeError(f"timer {message.timer_id} was handed off, but no timer transport is configured")
             self.timer_sink.send(message)
+        elif isinstance(message, TaskMessage):
+            # The user's own message: its stable id is the Celery task id, which consumers use to drop duplicates.
+            self.app.send_task(message.task, args=message.args, kwargs=message.kwargs, task_id=message.id,
+                               add_to_parent=False, **message.options)
         elif isinstance(message, AdvanceMessage):
             options = {"queue": self.queue} if self.queue else {}
             self.app.send_task(ADVANCE_TASK, args=[message.run_id], kwargs={"outbox_id": message.outbox_id},
@@ -152,7 +156,7 @@ class WorkerServices:
 
     def _relay(self) -> int:
         sent = outbox.relay(self.runtime.store, self.runtime.publisher,
-                            redelivery_after=self.runtime.settings.redelivery_after)
+                            redelivery_after=self.runtime.settings.redelivery_after, topics=self.runtime.topics)
         if sent:
             notify_recovered(self.runtime.observers, "relay_republished", sent)
         return sent
@@ -236,6 +240,7 @@ def install_bootstep(runtime: Runtime, timers: TimerBackend, events: WorkerEvent
         def stop(self, worker: Any) -> None:
             if self.services is not None:
                 self.services.stop()
+            runtime.topics.close()  # waits briefly for Kafka to confirm records sent by this worker
             runtime.identity.stop()
             events.close()
 

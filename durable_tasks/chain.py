@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import Connection
+
 from .canvas import CHAIN_WORKFLOW, ChainSleep, chain_label, encode, signature_of
 from .errors import ConfigurationError
 from .handle import RunHandle
+from .joining import OnCommit
 from .runtime import Runtime
 from .starting import start_run
 from .workflow import WorkflowContext
@@ -34,24 +37,32 @@ class DurableChain:
                  if "task" in task]
         self._tasks_known = all(name in runtime.app.tasks for name in names)
 
-    def start(self, *args: Any, idempotency_key: str | None = None, **kwargs: Any) -> RunHandle:
-        """Start the chain; ``args``/``kwargs`` go to the first signature (as ``chain.delay(...)`` does)."""
+    def start(self, *args: Any, idempotency_key: str | None = None, connection: Connection | None = None,
+              on_commit: OnCommit | None = None, **kwargs: Any) -> RunHandle:
+        """Start the chain; ``args``/``kwargs`` go to the first signature (as ``chain.delay(...)`` does).
+
+        ``connection`` (a SQLAlchemy ``Connection`` on the store's database) starts it inside the caller's
+        transaction, as :meth:`Workflow.start <durable_tasks.Workflow.start>` does.
+        """
         # A chain runs no user code in its coordinator, so when this process knows its tasks the run and
         # its first message commit together here, saving a broker hop; otherwise a worker advances it.
         workflow = self.runtime.registry.get(CHAIN_WORKFLOW)
         run_id = start_run(self.runtime, workflow, (self.elements, list(args), kwargs), {}, label=self.label,
-                           idempotency_key=idempotency_key, advance_now=self._tasks_known)
+                           idempotency_key=idempotency_key, advance_now=self._tasks_known, connection=connection,
+                           on_commit=on_commit)
         return RunHandle(self.runtime.store, run_id)
 
     def apply_async(self, args: Any = None, kwargs: dict[str, Any] | None = None, *,
-                    idempotency_key: str | None = None, **options: Any) -> RunHandle:
+                    idempotency_key: str | None = None, connection: Connection | None = None,
+                    on_commit: OnCommit | None = None, **options: Any) -> RunHandle:
         """Celery-style start; returns a :class:`RunHandle` (``.id``, ``.get(timeout)``, ``.status``)."""
         if options:
             raise ConfigurationError(
                 f"durable.chain(...).apply_async() does not take {', '.join(sorted(options))}: set options "
                 "on each signature (for example .set(queue='q'))."
             )
-        return self.start(*(args or ()), idempotency_key=idempotency_key, **(kwargs or {}))
+        return self.start(*(args or ()), idempotency_key=idempotency_key, connection=connection, on_commit=on_commit,
+                          **(kwargs or {}))
 
     def delay(self, *args: Any, **kwargs: Any) -> RunHandle:
         return self.start(*args, **kwargs)

@@ -98,6 +98,9 @@ class Settings:
     another within about 10 s (librdkafka's own default is 45 s)."""
     kafka_consume_in_workers: bool = True
     """Run the delay-topic consumer in every Celery worker; False when ``durable timers`` processes do it."""
+    kafka_producer: dict[str, Any] | None = field(default=None, repr=False)
+    """librdkafka settings of the producer of your own records (``ctx.publish``), over the defaults
+    (``acks=all``) and ``kafka_options``."""
 
     def __post_init__(self) -> None:
         for name in ("heartbeat_interval", "worker_timeout", "redelivery_after", "timer_interval",

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import transitions
+from . import outgoing, transitions
 from .attempts import error_record
 from .current import StepInfo, Tick, running_step
 from .errors import (
@@ -31,6 +31,7 @@ from .errors import (
 )
 from .messages import step_request
 from .outbox import UnitOfWork
+from .outgoing import OutgoingBuffer
 from .records import EventWait, LockedRun, StepRow, WrittenStep
 from .registry import WorkflowDefinition, step_definition
 from .retry import NO_RETRY, RetryPolicy
@@ -213,6 +214,8 @@ class Replay:
             attempt += 1
         step = transitions.start_inline(self.uow, run_id, position, step_key, name, attempt, worker,
                                         exists=row is not None)
+        outbox = OutgoingBuffer(run_id, step_key, max_bytes=self.runtime.settings.max_payload_bytes,
+                                topics=self.runtime.topics)
         self.lease.take(self.uow)
         self.uow.commit()  # publish what the replay started; hold no lock while user code runs
         started = step.started_at or time.time()
@@ -222,7 +225,7 @@ class Replay:
             with self.runtime.tracing.step_attempt(self.trace, run_id=run_id, step_key=step_key, attempt=attempt,
                                                    kind=StepKind.INLINE), \
                     running_step(StepInfo(run_id, step_key, position, attempt, self.runtime.is_cancelled,
-                                          tick=self.tick)):
+                                          tick=self.tick, _outbox=outbox)):
                 value = fn(*args, **kwargs)
             if policy.timeout and time.time() - started > policy.timeout:
                 raise TimeoutError(f"took {time.time() - started:.1f}s, over its timeout of {policy.timeout}s")
@@ -232,7 +235,8 @@ class Replay:
             failure = exc
         self.uow.begin()
         if failure is None:
-            transitions.attempt_succeeded(self.uow, step, attempt, text, worker=worker, started_at=started)
+            transitions.attempt_succeeded(self.uow, step, attempt, text, worker=worker, started_at=started,
+                                          messages=outbox.messages)
             return WrittenStep(run_id, position, step_key, StepKind.INLINE, name, StepStatus.SUCCEEDED, attempt,
                                result=text)
         transitions.attempt_failed(self.uow, step, attempt, failure, policy=policy, worker=worker, started_at=started)
@@ -246,3 +250,17 @@ class Replay:
 
     def record_marker(self, position: int, step_key: str) -> StepRow:
         return transitions.record_marker(self.uow, self.run.id, position, step_key)
+
+    def send_task(self, position: int, step_key: str, name: str, call: dict[str, Any]) -> StepRow:
+        message, payload = outgoing.task_message(self.run.id, f"{self.run.id}:{step_key}", name, call["args"],
+                                                 call["kwargs"], call["options"],
+                                                 max_bytes=self.runtime.settings.max_payload_bytes)
+        return transitions.record_message(self.uow, self.run.id, position, step_key, message, payload)
+
+    def publish(self, position: int, step_key: str, topic: str, value: Any, key: str | bytes | None) -> StepRow:
+        if self.runtime.topics() is None:
+            raise ConfigurationError(f"ctx.publish({topic!r}, ...) in run {self.run.id} of workflow "
+                                     f"{self.run.workflow!r} needs Kafka: {outgoing.KAFKA_HINT}.")
+        message, payload = outgoing.topic_message(self.run.id, f"{self.run.id}:{step_key}", topic, value, key,
+                                                  max_bytes=self.runtime.settings.max_payload_bytes)
+        return transitions.record_message(self.uow, self.run.id, position, step_key, message, payload)

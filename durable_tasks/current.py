@@ -1,4 +1,5 @@
-"""Which durable step is running in this thread: run id, step key, attempt, idempotency key, and its tick."""
+"""Which durable step is running in this thread: run id, step key, attempt, idempotency key, its tick, and the
+outbox of the messages it sends (``current_step().send_task`` / ``.publish``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,12 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from .errors import InvalidStateError
+
+if TYPE_CHECKING:
+    from .outgoing import OutgoingBuffer
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +70,7 @@ class StepInfo:
     attempt: int
     _cancel_check: Callable[[str], bool] | None = field(default=None, repr=False, compare=False)
     tick: Tick | None = None
+    _outbox: OutgoingBuffer | None = field(default=None, repr=False, compare=False)
 
     @property
     def idempotency_key(self) -> str:
@@ -76,6 +83,34 @@ class StepInfo:
     def is_cancelled(self) -> bool:
         """True once an operator cancelled the run (``durable runs cancel``); long steps may stop early."""
         return self._cancel_check(self.run_id) if self._cancel_check else False
+
+    def send_task(self, task: Any, *args: Any, **kwargs: Any) -> str:
+        """Send a Celery task message with this step's result: it leaves after the result is journaled, in the
+        same commit, and never for an attempt that fails or dies first.
+
+        Returns the message id, ``run_id:step_key:n`` for the step's n-th message, which is the Celery task id:
+        the same in every attempt, so a consumer can drop a duplicate. ``task`` is a task, a signature or a
+        task name, with the arguments as ``ctx.run`` takes them::
+
+            @durable.step
+            @app.task
+            def charge_card(order_id: int) -> dict:
+                receipt = payments.charge(order_id, idempotency_key=current_step().idempotency_key)
+                current_step().send_task(email_receipt, order_id, receipt["id"])  # leaves with the result
+                return receipt
+        """
+        return self._buffer("send_task").send_task(task, args, kwargs)
+
+    def publish(self, topic: str, value: Any, *, key: str | bytes | None = None) -> str:
+        """Publish a Kafka record with this step's result (like :meth:`send_task`); needs the ``kafka_servers``
+        setting. Returns its id (``run_id:step_key:n``), also in its ``durable-message-id`` header."""
+        return self._buffer("publish").publish(topic, value, key)
+
+    def _buffer(self, what: str) -> OutgoingBuffer:
+        if self._outbox is None:
+            raise InvalidStateError(f"current_step().{what}() works in steps that durable-tasks runs; this StepInfo "
+                                    f"of step {self.step_key!r} was made by hand and has no outbox.")
+        return self._outbox
 
 
 _current: ContextVar[StepInfo | None] = ContextVar("durable_step", default=None)

@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Generic, ParamSpec, TypeVar
 
+from sqlalchemy import Connection
+
 from .handle import RunHandle
+from .joining import OnCommit
 from .registry import WorkflowDefinition
 from .retry import RetryPolicy
 from .runtime import Runtime
@@ -27,7 +30,8 @@ class Workflow(WorkflowDefinition, Generic[P, R]):
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
 
-    def start(self, *args: Any, idempotency_key: str | None = None, **kwargs: Any) -> RunHandle:
+    def start(self, *args: Any, idempotency_key: str | None = None, connection: Connection | None = None,
+              on_commit: OnCommit | None = None, **kwargs: Any) -> RunHandle:
         """Start a run with these arguments (JSON values) and return its handle at once.
 
         With an ``idempotency_key``, starting again with the same key and arguments returns the existing
@@ -35,8 +39,17 @@ class Workflow(WorkflowDefinition, Generic[P, R]):
 
             run = checkout.start(42, idempotency_key="order-42")
             run.result(timeout=60)
+
+        With ``connection``, a SQLAlchemy ``Connection`` on the store's database, the run is written in the
+        transaction open on it and starts only if that transaction commits; its first message leaves after the
+        commit (``on_commit`` registers the publish elsewhere, such as Django's ``transaction.on_commit``)::
+
+            with engine.begin() as conn:
+                conn.execute(orders.insert().values(id=42))
+                checkout.start(42, connection=conn)  # no order, no run; an order, its run
         """
-        run_id = start_run(self.runtime, self, args, kwargs, idempotency_key=idempotency_key)
+        run_id = start_run(self.runtime, self, args, kwargs, idempotency_key=idempotency_key, connection=connection,
+                           on_commit=on_commit)
         return RunHandle(self.runtime.store, run_id)
 
     def run(self, *args: Any, idempotency_key: str | None = None, **kwargs: Any) -> RunHandle:

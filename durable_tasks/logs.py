@@ -42,6 +42,15 @@ class RateLimitedLog:
             message += f" (and {suppressed} more time(s) since the last report)"
         self.logger.log(level, message, *args, exc_info=True)
 
+    def message(self, key: str, message: str, *args: Any, level: int = logging.ERROR) -> None:
+        """Log ``message`` without a traceback, rate-limited like :meth:`exception`."""
+        suppressed = self._should_log(key)
+        if suppressed is None:
+            return
+        if suppressed:
+            message += f" (and {suppressed} more time(s) since the last report)"
+        self.logger.log(level, message, *args)
+
     def recovered(self, key: str, message: str, *args: Any) -> None:
         """Say once that ``key`` works again, if it had failed."""
         with self._lock:

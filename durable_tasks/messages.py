@@ -1,8 +1,13 @@
-"""The messages durable-tasks sends through Celery: a task step's attempt, and a request to advance a run.
+"""The messages durable-tasks sends: a task step's attempt, a request to advance a run, and the user's own.
 
 A :class:`StepMessage` is an ordinary Celery task message for the user's task, plus a ``durable`` header
 that tells the step wrapper which run, step and attempt it belongs to. The wrapper reads the header back
 with :meth:`StepMessage.from_headers`. An :class:`AdvanceMessage` calls the coordinator task.
+
+A :class:`TaskMessage` (``ctx.send_task``, ``current_step().send_task``) and a :class:`TopicMessage`
+(``ctx.publish``, ``current_step().publish``) are messages of the user's own, sent through the outbox: each
+carries a stable ``id`` (``run:step`` for a workflow's message, ``run:step:n`` for the n-th message of a task
+step) that consumers use to drop duplicates.
 """
 
 from __future__ import annotations
@@ -113,4 +118,55 @@ class TimerMessage:
     outbox_id: int | None
 
 
-Message = StepMessage | AdvanceMessage | TimerMessage
+@dataclass(frozen=True, slots=True)
+class TaskMessage:
+    """A Celery task message of the user's own; ``id`` is its Celery task id, the same whenever it is re-sent.
+
+    ``args``, ``kwargs`` and ``options`` (``queue``, ``countdown``, ...) are as the user gave them; ``outbox_id``
+    is its outbox row once written.
+    """
+
+    id: str
+    run_id: str
+    task: str
+    args: list[Any] = field(default_factory=list)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+    outbox_id: int | None = None
+
+    def to_payload(self) -> dict[str, Any]:
+        """What its outbox row keeps (encoded with :func:`~durable_tasks.serialization.dumps`)."""
+        return {"id": self.id, "task": self.task, "args": self.args, "kwargs": self.kwargs, "options": self.options}
+
+
+@dataclass(frozen=True, slots=True)
+class TopicMessage:
+    """A Kafka record of the user's own. ``value`` is bytes, text, or a JSON value (sent as JSON); the record
+    carries ``id`` in its ``durable-message-id`` header and the run in ``durable-run``."""
+
+    id: str
+    run_id: str
+    topic: str
+    value: Any
+    key: str | bytes | None = None
+    outbox_id: int | None = None
+
+    def to_payload(self) -> dict[str, Any]:
+        """What its outbox row keeps (encoded with :func:`~durable_tasks.serialization.dumps`)."""
+        return {"id": self.id, "topic": self.topic, "value": self.value, "key": self.key}
+
+
+OwnMessage = TaskMessage | TopicMessage
+
+
+def own_message(run_id: str, outbox_id: int, payload: Mapping[str, Any]) -> OwnMessage:
+    """The message of an outbox row of the user's own, from its decoded payload."""
+    if "topic" in payload:
+        return TopicMessage(payload["id"], run_id, payload["topic"], payload["value"], payload.get("key"), outbox_id)
+    return TaskMessage(payload["id"], run_id, payload["task"], list(payload["args"]), dict(payload["kwargs"]),
+                       dict(payload.get("options") or {}), outbox_id)
+
+
+Message = StepMessage | AdvanceMessage | TaskMessage | TimerMessage
+"""What a :class:`~durable_tasks.outbox.Publisher` sends (a ``TopicMessage`` goes to Kafka through the run's topics;
+a ``TimerMessage`` to the timer transport)."""

@@ -7,7 +7,9 @@ away (low latency) and hands its transitions to the observers. Two kinds of dura
   it;
 - a ``dispatch`` (a task step's Celery message) is the step row itself, in status ``dispatched`` with its
   request and a ``publish_after`` time; the worker's claim moves it to ``running``. One row per step
-  instead of an outbox row plus its deletion saves two statements on every step.
+  instead of an outbox row plus its deletion saves two statements on every step;
+- a message of the user's own (:mod:`durable_tasks.outgoing`) is a ``task_message`` or ``topic_message`` row,
+  which ends when the broker or Kafka confirms the message (nothing durable-side consumes it).
 
 A record still unconsumed after ``redelivery_after`` was lost on the way, by the publisher or by the
 broker, and :func:`relay` publishes it again (with exponential backoff). Duplicates that this causes are
@@ -21,17 +23,20 @@ import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import replace
 from types import TracebackType
 from typing import Any, Protocol
 
 from sqlalchemy import Connection
 
 from .logs import RateLimitedLog
-from .messages import AdvanceMessage, Message, StepMessage, TimerMessage
+from .messages import AdvanceMessage, Message, OwnMessage, StepMessage, TaskMessage, TimerMessage, own_message
 from .observe import Observer, Transition, notify
+from .outgoing import TopicSource, send_own
+from .serialization import loads
 from .store import queries
 from .store.database import Store
-from .vocabulary import OutboxKind
+from .vocabulary import OWN_MESSAGE_KINDS, OutboxKind
 
 logger = logging.getLogger("durable_tasks.outbox")
 _publish_failures = RateLimitedLog(logger, every=30.0)
@@ -62,7 +67,7 @@ class UnitOfWork:
 
     def __init__(self, store: Store, publisher: Publisher, *, redelivery_after: float,
                  observers: Sequence[Observer] = (), autocommit: bool = False,
-                 timer_window: float | None = None) -> None:
+                 timer_window: float | None = None, topics: TopicSource | None = None) -> None:
         self.store = store
         self.publisher = publisher
         self.redelivery_after = redelivery_after
@@ -70,9 +75,11 @@ class UnitOfWork:
         """With a timer transport: timers due within this many seconds go to it at once (others later)."""
         self.observers = observers
         self.autocommit = autocommit
+        self.topics = topics
         self._transaction: AbstractContextManager[Connection] | None = None
         self._conn: Connection | None = None
         self._pending: list[Message] = []
+        self._own: list[OwnMessage] = []
         self._noted: list[Transition] = []
 
     @property
@@ -91,9 +98,16 @@ class UnitOfWork:
         transaction, self._transaction, self._conn = self._transaction, None, None
         if transaction is not None:
             transaction.__exit__(None, None, None)
+        self.after_commit()
+
+    def after_commit(self) -> None:
+        """Publish what the committed transaction wrote, and report its transitions."""
         pending, self._pending = self._pending, []
         for message in pending:
             publish_safely(self.publisher, message)
+        own, self._own = self._own, []
+        if own:
+            send_own(self.store, self.publisher, self.topics, own)
         noted, self._noted = self._noted, []
         if noted and self.observers:
             notify(self.observers, noted)
@@ -101,6 +115,7 @@ class UnitOfWork:
     def rollback(self, exc: BaseException) -> None:
         transaction, self._transaction, self._conn = self._transaction, None, None
         self._pending = []
+        self._own = []
         self._noted = []
         if transaction is not None:
             transaction.__exit__(type(exc), exc, exc.__traceback__)
@@ -125,6 +140,14 @@ class UnitOfWork:
         outbox_id = queries.add_outbox(self.conn, run_id, OutboxKind.TIMER, {"timer_id": timer_id, "due_at": due_at},
                                        now, now + self.redelivery_after)
         self._pending.append(TimerMessage(timer_id, run_id, due_at, outbox_id))
+
+    def send_message(self, message: OwnMessage, payload: str) -> None:
+        """A message of the user's own (``payload`` is its encoded outbox payload): an outbox row, sent after
+        commit; the row ends when the broker or Kafka confirms the message."""
+        now = time.time()
+        kind = OutboxKind.TASK_MESSAGE if isinstance(message, TaskMessage) else OutboxKind.TOPIC_MESSAGE
+        outbox_id = queries.add_outbox(self.conn, message.run_id, kind, payload, now, now + self.redelivery_after)
+        self._own.append(replace(message, outbox_id=outbox_id))
 
     def publish_after_commit(self, message: Message) -> str | None:
         """Publish after commit a message whose durable record the caller wrote (a dispatched step row);
@@ -156,7 +179,8 @@ def publish_safely(publisher: Publisher, message: Message) -> bool:
         publisher.publish(message)
     except Exception:
         what = (f"step {message.step_key!r} attempt {message.attempt}" if isinstance(message, StepMessage)
-                else f"timer {message.timer_id}" if isinstance(message, TimerMessage) else "advance")
+                else f"timer {message.timer_id}" if isinstance(message, TimerMessage)
+                else f"message {message.id}" if isinstance(message, TaskMessage) else "advance")
         _publish_failures.exception(
             "publish", "Could not publish the %s message of run %s; it stays in the outbox and the relay will "
             "send it again.", what, message.run_id, level=logging.WARNING)
@@ -170,7 +194,8 @@ PASSED_GRACE = 5.0
 worker's prefetch buffer for a moment)."""
 
 
-def relay(store: Store, publisher: Publisher, *, redelivery_after: float, limit: int = 200) -> int:
+def relay(store: Store, publisher: Publisher, *, redelivery_after: float, limit: int = 200,
+          topics: TopicSource | None = None) -> int:
     """Publish again the messages the broker lost; returns how many.
 
     A message still unconsumed ``redelivery_after`` seconds after it was published is either waiting in its
@@ -178,6 +203,10 @@ def relay(store: Store, publisher: Publisher, *, redelivery_after: float, limit:
     already delivered a message published after it (:func:`queries.queue_passed`); otherwise it is still
     queued and is looked at again later. Where the broker cannot say how many messages a queue holds, or
     the message's queue is unknown (rows from before this check existed), it is published again as it is.
+
+    A message of the user's own is different: nothing here consumes it, and its row ends when the broker (or
+    Kafka, through ``topics``) confirms it. A row still there was never confirmed, so it is sent again, with
+    the same id, whatever its queue holds.
     """
     now = time.time()
     with store.read() as conn:  # a read does not take SQLite's write lock
@@ -192,7 +221,12 @@ def relay(store: Store, publisher: Publisher, *, redelivery_after: float, limit:
         depths = publisher.queue_depths({row.queue for _, row in waiting if row.queue})
         held: set[str] = set()  # queues whose oldest waiting message is still queued: so are the later ones
         messages: list[Message] = []
+        own: list[OwnMessage] = []
         for kind, row in waiting:
+            if kind == OutboxKind.ADVANCE and row.kind in OWN_MESSAGE_KINDS:  # never confirmed by its broker
+                queries.resent(conn, OutboxKind(row.kind), row, now, redelivery_after)
+                own.append(own_message(row.run_id, row.id, loads(row.payload)))
+                continue
             queue = row.queue
             lost = (queue is None or row.published_at is None or depths.get(queue) in (None, 0)
                     or (queue not in held and queries.queue_passed(conn, queue, row.published_at,
@@ -204,9 +238,11 @@ def relay(store: Store, publisher: Publisher, *, redelivery_after: float, limit:
             queries.resent(conn, kind, row, now, redelivery_after)
             messages.append(_message_of(kind, row))
     sent = sum(publish_safely(publisher, message) for message in messages)
-    if messages:
-        logger.info("Relay re-published %d of %d lost messages.", sent, len(messages))
-    return len(messages)
+    if own:
+        sent += send_own(store, publisher, topics, own)
+    if messages or own:
+        logger.info("Relay re-published %d of %d lost or unconfirmed messages.", sent, len(messages) + len(own))
+    return len(messages) + len(own)
 
 
 def _message_of(kind: OutboxKind, row: Any) -> Message:

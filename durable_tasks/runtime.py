@@ -1,7 +1,7 @@
 """The runtime: what the engine modules need from a :class:`~durable_tasks.Durable` instance, and no more.
 
 The coordinator, the step wrapper, the timers, the sweeper and the Celery glue each receive a
-:class:`Runtime` (settings, store, identity, registry, publisher, observers) instead of the front-door
+:class:`Runtime` (settings, store, identity, registry, publisher, topics, observers) instead of the front-door
 object, so none of them imports ``app.py`` and each can be exercised on its own (the unit tests run them on
 SQLite without a worker or a broker).
 """
@@ -17,6 +17,7 @@ from .errors import ConfigurationError, UnknownTaskError
 from .heartbeat import ProcessIdentity
 from .observe import Observer
 from .outbox import Publisher, UnitOfWork
+from .outgoing import LazyTopics
 from .registry import Registry, StepDefinition, step_definition
 from .store import queries
 from .store.database import Store
@@ -40,11 +41,14 @@ class Runtime:
         self.timer_window: float | None = None
         """Set by a timer transport (Kafka): timers due within this window are handed to it when written."""
         self.tracing = Tracing()
+        self.topics = LazyTopics(settings.kafka_servers, {**settings.kafka_options, **(settings.kafka_producer or {})})
+        """The Kafka producer of the user's records (``ctx.publish``), created on first use."""
 
     def unit_of_work(self, *, autocommit: bool = False) -> UnitOfWork:
         """A write transaction whose messages are published, and transitions observed, after commit."""
         return UnitOfWork(self.store, self.publisher, redelivery_after=self.settings.redelivery_after,
-                          observers=self.observers, autocommit=autocommit, timer_window=self.timer_window)
+                          observers=self.observers, autocommit=autocommit, timer_window=self.timer_window,
+                          topics=self.topics)
 
     def step_task(self, name: str, *, step_key: str, run_id: str) -> tuple[Any, StepDefinition]:
         """The registered Celery task ``name`` and its step definition, for step ``step_key`` of a run."""

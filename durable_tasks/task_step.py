@@ -7,9 +7,11 @@ header; the wrapper then
 
 1. claims the dispatched step (``dispatched`` to ``running``, one autocommit write); a duplicate delivery
    of a finished step returns the journaled result without running the body (I1);
-2. runs the body with :func:`~durable_tasks.current_step` set;
-3. in one more commit, journals the result (or the failed attempt and what follows it) and advances the
-   run right here, so the next step's message leaves without an extra broker hop.
+2. runs the body with :func:`~durable_tasks.current_step` set (the messages it sends with
+   ``current_step().send_task`` / ``.publish`` wait in an :class:`~durable_tasks.outgoing.OutgoingBuffer`);
+3. in one more commit, journals the result with those messages (or the failed attempt and what follows it,
+   without them) and advances the run right here, so the next step's message leaves without an extra
+   broker hop.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from . import coordinator, transitions
 from .attempts import CeleryRetry
 from .current import StepInfo, Tick, running_step
 from .errors import StoreUnavailableError
-from .messages import HEADER, StepMessage
+from .messages import HEADER, OwnMessage, StepMessage
+from .outgoing import OutgoingBuffer
 from .records import StepRow, WrittenStep
 from .registry import STEP_ATTRIBUTE, StepDefinition, step_definition
 from .retry import RetryPolicy, from_celery_options
@@ -95,8 +98,10 @@ def execute(runtime: Runtime, task: Any, message: StepMessage, body: Callable[..
     if existing is not None:
         return _duplicate(existing, message)
 
+    outbox = OutgoingBuffer(message.run_id, message.step_key, max_bytes=runtime.settings.max_payload_bytes,
+                            topics=runtime.topics)
     info = StepInfo(message.run_id, message.step_key, message.position, message.attempt, runtime.is_cancelled,
-                    tick=Tick.from_json(message.tick))
+                    tick=Tick.from_json(message.tick), _outbox=outbox)
     try:
         with runtime.tracing.step_attempt(message.trace, run_id=message.run_id, step_key=message.step_key,
                                           attempt=message.attempt, kind=StepKind.TASK, task=message.task,
@@ -113,7 +118,7 @@ def execute(runtime: Runtime, task: Any, message: StepMessage, body: Callable[..
     except Exception as exc:
         _journal(runtime, partial(_record_failure, runtime, message, exc, started, None))
         raise
-    _journal(runtime, partial(_record_success, runtime, message, text, started))
+    _journal(runtime, partial(_record_success, runtime, message, text, started, outbox.messages))
     return value
 
 
@@ -128,10 +133,11 @@ def _duplicate(existing: StepRow | bool, message: StepMessage) -> Any:
     raise Ignore()
 
 
-def _record_success(runtime: Runtime, message: StepMessage, text: str, started: float) -> None:
+def _record_success(runtime: Runtime, message: StepMessage, text: str, started: float,
+                    sent: list[tuple[OwnMessage, str]]) -> None:
     with runtime.unit_of_work() as uow:
         if not transitions.attempt_succeeded(uow, _address(message), message.attempt, text,
-                                             worker=runtime.identity.worker_id, started_at=started):
+                                             worker=runtime.identity.worker_id, started_at=started, messages=sent):
             logger.info("Step %r of run %s was journaled by another delivery; this result is dropped.",
                         message.step_key, message.run_id)
             return

@@ -47,6 +47,8 @@ from .current import StepInfo, running_step
 from .definitions import Workflow
 from .durations import epoch_seconds, parse_duration
 from .errors import Suspend
+from .messages import OwnMessage
+from .outgoing import OutgoingBuffer, task_message, topic_message
 from .records import EventWait, StepRow, WrittenStep, check_text
 from .registry import WorkflowDefinition, step_definition
 from .retry import NO_RETRY, RetryPolicy
@@ -117,6 +119,9 @@ class EagerOutcome:
     status: str = RunStatus.SUCCEEDED
     waiting_for: str | None = None
     undelivered: list[Event] = field(default_factory=list)
+    sent: list[OwnMessage] = field(default_factory=list)
+    """The messages of your own the run sent (``ctx.send_task``, ``ctx.publish``, and those of steps that
+    succeeded: ``current_step().send_task`` / ``.publish``), in order; nothing leaves the process."""
 
     @property
     def step_keys(self) -> list[str]:
@@ -147,8 +152,10 @@ class _EagerWriter:
                   call: Callable[[], Any]) -> StepRow:
         attempt = 1
         while True:
+            outbox = OutgoingBuffer(self.run_id, step_key, max_bytes=self.runtime.settings.max_payload_bytes,
+                                    kafka=True)
             try:
-                with running_step(StepInfo(self.run_id, step_key, position, attempt)):
+                with running_step(StepInfo(self.run_id, step_key, position, attempt, _outbox=outbox)):
                     value = call()
                 text = dumps(value, what=f"result of step {step_key!r} in run {self.run_id}")
             except Exception as exc:
@@ -158,6 +165,7 @@ class _EagerWriter:
                 error = json.dumps(error_record(exc, step_key=step_key, attempt=attempt))
                 return self._journal(WrittenStep(self.run_id, position, step_key, kind, name, StepStatus.FAILED,
                                                  attempt, error=error))
+            self.outcome.sent.extend(message for message, _ in outbox.messages)
             return self._journal(WrittenStep(self.run_id, position, step_key, kind, name, StepStatus.SUCCEEDED,
                                              attempt, result=text))
 
@@ -209,6 +217,21 @@ class _EagerWriter:
     def record_marker(self, position: int, step_key: str) -> StepRow:
         return self._journal(WrittenStep(self.run_id, position, step_key, StepKind.MARKER, step_key,
                                          StepStatus.SUCCEEDED, result="true"))
+
+    def send_task(self, position: int, step_key: str, name: str, call: dict[str, Any]) -> StepRow:
+        message, payload = task_message(self.run_id, f"{self.run_id}:{step_key}", name, call["args"], call["kwargs"],
+                                        call["options"], max_bytes=self.runtime.settings.max_payload_bytes)
+        return self._message(position, step_key, name, message, payload)
+
+    def publish(self, position: int, step_key: str, topic: str, value: Any, key: str | bytes | None) -> StepRow:
+        message, payload = topic_message(self.run_id, f"{self.run_id}:{step_key}", topic, value, key,
+                                         max_bytes=self.runtime.settings.max_payload_bytes)
+        return self._message(position, step_key, topic, message, payload)
+
+    def _message(self, position: int, step_key: str, name: str, message: OwnMessage, payload: str) -> StepRow:
+        self.outcome.sent.append(message)
+        return self._journal(WrittenStep(self.run_id, position, step_key, StepKind.MESSAGE, name,
+                                         StepStatus.SUCCEEDED, request=payload, result=json.dumps(message.id)))
 
 
 def run_eagerly(target: Workflow[Any, Any] | DurableChain, *args: Any, events: Iterable[Event] = (),

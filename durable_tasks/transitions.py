@@ -9,7 +9,7 @@ timers, the sweeper and the operators call these functions and never write run o
 Runs: :func:`create_run`, :func:`settle_run`, :func:`reopen_run`, :func:`cancel_run`, :func:`fork_run`.
 Steps: :func:`dispatch_task`, :func:`refuse_task`, :func:`claim_task`, :func:`start_inline`,
 :func:`attempt_succeeded`, :func:`attempt_failed`, :func:`attempt_lost`, :func:`next_attempt`,
-:func:`restart_step`, :func:`start_sleep`, :func:`fire_timer`, :func:`record_marker`.
+:func:`restart_step`, :func:`start_sleep`, :func:`fire_timer`, :func:`record_marker`, :func:`record_message`.
 Announcements (nothing written, see :func:`announce_run`): :func:`announce_run`.
 Events: :func:`start_wait`, :func:`deliver_event`, :func:`keep_event`, :func:`forget_expired_events`.
 """
@@ -28,7 +28,7 @@ from uuid import uuid4
 from .attempts import CeleryRetry, after_failure, error_record
 from .durations import describe
 from .errors import EventTimeoutError, WorkerLostError
-from .messages import StepMessage
+from .messages import OwnMessage, StepMessage, TaskMessage
 from .observe import Transition
 from .outbox import UnitOfWork
 from .records import EventWait, LockedRun, NewEvent, RunRow, StepRow, TimerRow, WaitRow, WrittenStep
@@ -268,17 +268,20 @@ def _record_attempt(uow: UnitOfWork, step: StepRow | WrittenStep, attempt: int, 
 
 
 def attempt_succeeded(uow: UnitOfWork, step: StepRow | WrittenStep, attempt: int, result: str, *,
-                      worker: str, started_at: float) -> bool:
+                      worker: str, started_at: float, messages: Sequence[tuple[OwnMessage, str]] = ()) -> bool:
     """Journal the result of ``step``; False when another delivery journaled it already (a duplicate).
 
     Any attempt's result is accepted while the step is unfinished: a worker presumed dead that still
     finishes saves the re-dispatched attempt its work. A first-try success needs no attempt row: the
-    step row describes it.
+    step row describes it. ``messages`` (with their encoded payloads) are those the attempt sent with
+    ``current_step().send_task`` / ``.publish``: they commit with the result, or (for a duplicate) not at all.
     """
     now = time.time()
     if not queries.finish_step(uow.conn, step.run_id, step.position, status=StepStatus.SUCCEEDED, result=result,
                                finished_at=now):
         return False
+    for message, payload in messages:
+        uow.send_message(message, payload)
     if attempt > 1:
         _record_attempt(uow, step, attempt, AttemptStatus.SUCCEEDED, worker=worker, started_at=started_at)
     _note_step(uow, step, StepStatus.SUCCEEDED, attempt, worker=worker, duration=now - started_at)
@@ -530,6 +533,27 @@ def _time_out(uow: UnitOfWork, step: StepRow, request: Mapping[str, Any]) -> Non
                         finished_at=time.time())
     event_queries.delete_waits(uow.conn, step.run_id, step.position)
     _note_step(uow, step, StepStatus.FAILED, error=error, event=request.get("event"))
+
+
+def record_message(uow: UnitOfWork, run_id: str, position: int, step_key: str, message: OwnMessage,
+                   payload: str) -> WrittenStep:
+    """Journal a workflow's own message (``ctx.send_task``, ``ctx.publish``) as a finished ``message`` step and
+    send it after commit; its result is the message id, so a replay returns the id and sends nothing."""
+    now = time.time()
+    name = message.task if isinstance(message, TaskMessage) else message.topic
+    result = _compact_value(message.id)
+    queries.insert_step(uow.conn, run_id=run_id, position=position, step_key=step_key, kind=StepKind.MESSAGE,
+                        name=name, status=StepStatus.SUCCEEDED, request=payload, result=result, created_at=now,
+                        finished_at=now)
+    uow.send_message(message, payload)
+    step = WrittenStep(run_id, position, step_key, StepKind.MESSAGE, name, StepStatus.SUCCEEDED, request=payload,
+                       result=result, created_at=now, finished_at=now)
+    _note_step(uow, step, StepStatus.SUCCEEDED, message_id=message.id)
+    return step
+
+
+def _compact_value(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
 
 
 def record_marker(uow: UnitOfWork, run_id: str, position: int, change_id: str) -> WrittenStep:

@@ -44,13 +44,14 @@ PENDING_STEP_STATUSES: tuple[StepStatus, ...] = (StepStatus.DISPATCHED, StepStat
 
 class StepKind(StrEnum):
     """What a step is: a Celery task, a function run by the coordinator, a durable sleep, a wait for an outside
-    event, or a patch marker."""
+    event, a patch marker, or a message of the user's own (``ctx.send_task``, ``ctx.publish``)."""
 
     TASK = "task"
     INLINE = "inline"
     SLEEP = "sleep"
     EVENT = "event"
     MARKER = "marker"
+    MESSAGE = "message"
 
 
 class AttemptStatus(StrEnum):
@@ -91,13 +92,20 @@ class ProcessRole(StrEnum):
 class OutboxKind(StrEnum):
     """Kinds of outgoing messages.
 
-    ``advance`` messages are rows of ``durable_outbox``; a ``dispatch`` (a task step's Celery message) has the
-    dispatched step row as its durable record.
+    ``advance`` messages are rows of ``durable_outbox``, consumed by a coordinator; a ``dispatch`` (a task step's
+    Celery message) has the dispatched step row as its durable record. ``task_message`` and ``topic_message``
+    rows are the user's own messages (a Celery task message, a Kafka record): nothing here consumes them, so
+    each row ends when the broker or Kafka confirms it.
     """
 
     ADVANCE = "advance"
     DISPATCH = "dispatch"
     TIMER = "timer"  # a timer handed to a transport (Kafka); its row ends when the transport confirms it
+    TASK_MESSAGE = "task_message"
+    TOPIC_MESSAGE = "topic_message"
+
+
+OWN_MESSAGE_KINDS: tuple[OutboxKind, ...] = (OutboxKind.TASK_MESSAGE, OutboxKind.TOPIC_MESSAGE)
 
 
 class ScheduleSource(StrEnum):

@@ -48,6 +48,10 @@ class JournalWriter(Protocol):
 
     def record_marker(self, position: int, step_key: str) -> StepRow: ...
 
+    def send_task(self, position: int, step_key: str, name: str, call: dict[str, Any]) -> StepRow: ...
+
+    def publish(self, position: int, step_key: str, topic: str, value: Any, key: str | bytes | None) -> StepRow: ...
+
 
 class StepFuture:
     """A step started with :meth:`WorkflowContext.run_async`; pass it to :meth:`WorkflowContext.gather`."""
@@ -222,6 +226,38 @@ class WorkflowContext:
         if row.status == StepStatus.FAILED:
             raise _wait_failed(step_key, row)
         raise Suspend(StepKind.EVENT)
+
+    def send_task(self, task: Task | Signature | str, *args: Any, **kwargs: Any) -> str:
+        """Send a Celery task message of your own, once: journaled as a ``message`` step, sent after the commit
+        that records it, never again on replay. Returns the message id (``run_id:step_key``), which is the
+        Celery task id, so a consumer can drop a duplicate (the relay re-sends a message its broker never
+        confirmed). ``task`` is a task, a signature or a task name (of any app on the broker); the step key is
+        the task name, or ``.set(step_key="name")``::
+
+            ctx.send_task(notify_warehouse, order_id)
+            ctx.send_task(app.signature("billing.invoice", queue="billing"), order_id)
+        """
+        name, call_args, call_kwargs, options = task_request(task, args, kwargs)
+        step_name = options.pop("step_key", None) or name
+        position, key, row = self._replayed(StepKind.MESSAGE, step_name)
+        if row is None:
+            call = {"args": call_args, "kwargs": call_kwargs, "options": options}
+            row = self._writer.send_task(position, key, name, call)
+        return str(loads(row.result))
+
+    def publish(self, topic: str, value: Any, *, key: str | bytes | None = None, name: str | None = None) -> str:
+        """Publish a Kafka record of your own, once (needs the ``kafka_servers`` setting and the ``kafka`` extra).
+
+        Journaled as a ``message`` step and produced after the commit that records it; returns the message id
+        (``run_id:step_key``), also in the record's ``durable-message-id`` header. ``value`` is bytes, text or
+        a JSON value (sent as JSON); ``name`` is the step key (default: the topic)::
+
+            ctx.publish("orders.shipped", {"order": order_id}, key=str(order_id))
+        """
+        position, step_key, row = self._replayed(StepKind.MESSAGE, name or topic)
+        if row is None:
+            row = self._writer.publish(position, step_key, topic, value, key)
+        return str(loads(row.result))
 
     def _within_limit(self, seconds: float, what: str) -> None:
         limit = self._writer.max_sleep

@@ -9,7 +9,15 @@ from typing import cast
 from sqlalchemy import Connection, delete, func, insert, or_, select, update
 
 from ..records import StepRow, WorkerRow
-from ..vocabulary import ACTIVE_RUN_STATUSES, PENDING_STEP_STATUSES, OutboxKind, RunStatus, StepKind, StepStatus
+from ..vocabulary import (
+    ACTIVE_RUN_STATUSES,
+    OWN_MESSAGE_KINDS,
+    PENDING_STEP_STATUSES,
+    OutboxKind,
+    RunStatus,
+    StepKind,
+    StepStatus,
+)
 from .schema import outbox, runs, steps, timers, workers
 
 
@@ -91,7 +99,8 @@ def stalled_runs(conn: Connection, before: float, limit: int) -> list[str]:
     pending_timer = (
         select(timers.c.id).where(timers.c.run_id == runs.c.id, timers.c.fired_at.is_(None)).exists()
     )
-    pending_message = select(outbox.c.id).where(outbox.c.run_id == runs.c.id).exists()
+    pending_message = (select(outbox.c.id)
+                       .where(outbox.c.run_id == runs.c.id, outbox.c.kind == OutboxKind.ADVANCE).exists())
     query = (
         select(runs.c.id)
         .where(
@@ -117,13 +126,19 @@ def count_runs(conn: Connection) -> list[tuple[str, str, int]]:
 
 
 def outbox_backlog(conn: Connection) -> dict[str, tuple[int, float | None]]:
-    """Unconsumed messages by kind (``advance`` rows, ``dispatch`` steps): ``(count, oldest created_at)``."""
-    advances = conn.execute(select(func.count(), func.min(outbox.c.created_at))).one()
+    """Unconsumed messages by kind (``advance`` rows, ``dispatch`` steps, unconfirmed ``task_message`` and
+    ``topic_message`` rows): ``(count, oldest created_at)``."""
+    backlog: dict[str, tuple[int, float | None]] = dict.fromkeys(
+        (OutboxKind.ADVANCE, *OWN_MESSAGE_KINDS), (0, None))
+    rows = conn.execute(select(outbox.c.kind, func.count(), func.min(outbox.c.created_at)).group_by(outbox.c.kind))
+    for kind, count, oldest in rows:
+        backlog[kind] = (count, oldest)
     dispatches = conn.execute(
         select(func.count(), func.min(steps.c.created_at))
         .where(steps.c.status == StepStatus.DISPATCHED, steps.c.kind == StepKind.TASK)
     ).one()
-    return {OutboxKind.ADVANCE: (advances[0], advances[1]), OutboxKind.DISPATCH: (dispatches[0], dispatches[1])}
+    backlog[OutboxKind.DISPATCH] = (dispatches[0], dispatches[1])
+    return backlog
 
 
 def timer_backlog(conn: Connection, now: float) -> tuple[int, int, float | None]:

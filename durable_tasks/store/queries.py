@@ -233,12 +233,13 @@ def list_attempts(conn: Connection, run_id: str) -> list[AttemptRow]:
 # --- outbox -----------------------------------------------------------------------------------------
 
 
-def add_outbox(conn: Connection, run_id: str, kind: str, payload: dict[str, Any], now: float,
+def add_outbox(conn: Connection, run_id: str, kind: str, payload: dict[str, Any] | str, now: float,
                publish_after: float, queue: str | None = None) -> int:
-    """Write one outbox row; returns its id."""
+    """Write one outbox row; returns its id. ``payload`` is a dict of JSON values, or text encoded already."""
+    text = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
     outbox_id: int = conn.execute(
         insert(outbox)
-        .values(run_id=run_id, kind=kind, payload=json.dumps(payload, separators=(",", ":")),
+        .values(run_id=run_id, kind=kind, payload=text,
                 created_at=now, publish_after=publish_after, publish_count=0, queue=queue, published_at=now)
         .returning(outbox.c.id)
     ).scalar_one()
@@ -254,6 +255,11 @@ def consume_outbox(conn: Connection, outbox_id: int) -> dict[str, Any]:
     """Delete an outbox row that is acted on; returns its payload (empty when it was consumed already)."""
     payload = conn.execute(delete(outbox).where(outbox.c.id == outbox_id).returning(outbox.c.payload)).scalar()
     return json.loads(payload) if payload and payload != "{}" else {}
+
+
+def end_outbox(conn: Connection, outbox_ids: Sequence[int]) -> None:
+    """Delete the rows of messages their broker confirmed (the user's own messages)."""
+    conn.execute(delete(outbox).where(outbox.c.id.in_(list(outbox_ids))))
 
 
 def any_due_dispatch(conn: Connection, now: float) -> bool:
@@ -327,7 +333,8 @@ def queue_passed(conn: Connection, queue: str, published_at: float, claimed_befo
 
 
 def delete_outbox_of(conn: Connection, run_id: str) -> None:
-    conn.execute(delete(outbox).where(outbox.c.run_id == run_id))
+    """Drop a run's queued advances; the user's own messages were committed with their steps and still leave."""
+    conn.execute(delete(outbox).where(outbox.c.run_id == run_id, outbox.c.kind == OutboxKind.ADVANCE))
 
 
 def pending_outbox(conn: Connection, run_id: str | None = None) -> list[Any]:

@@ -1,4 +1,5 @@
-"""Durable timers carried by Kafka delay topics (``pip install "durable-tasks[kafka]"``).
+"""Kafka for durable-tasks (``pip install "durable-tasks[kafka]"``): durable timers carried by delay topics, and
+the user's own records (``ctx.publish``) produced through the outbox by :class:`KafkaMessageProducer`.
 
 Each timer travels as a :class:`TimerRecord` through tiered delay topics (``durable-timers-100ms`` ...
 ``durable-timers-86400s``): :class:`KafkaTimerProducer` writes it to the largest tier that fits the time left,
@@ -29,7 +30,8 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     ) from exc
 
 from .config import DEFAULT_TIERS, ClientSettings, KafkaTimerConfig
-from .errors import KafkaTimerError
+from .errors import KafkaMessageError, KafkaTimerError
+from .messages import KafkaMessageProducer
 from .producer import DeliveryCallback, KafkaTimerProducer
 from .records import TimerRecord, choose_tier
 from .service import FireCallback, KafkaTimerService
@@ -40,6 +42,8 @@ __all__ = [
     "ClientSettings",
     "DeliveryCallback",
     "FireCallback",
+    "KafkaMessageError",
+    "KafkaMessageProducer",
     "KafkaTimerConfig",
     "KafkaTimerError",
     "KafkaTimerProducer",

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from typing import Any
@@ -61,6 +62,7 @@ class KafkaTimers:
         runtime.timer_window = self.window
         self._reconciler = DatabaseTimers(runtime, batch=batch)
         self._producer: KafkaTimerProducer | None = None
+        self._producer_pid = 0
         self._confirmed: list[int] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -71,8 +73,9 @@ class KafkaTimers:
 
     def send(self, message: TimerMessage) -> None:
         """Produce the timer's record; its outbox row is deleted once Kafka confirms it."""
-        if self._producer is None:
+        if self._producer is None or self._producer_pid != os.getpid():  # librdkafka's threads do not survive a fork
             self._producer = KafkaTimerProducer(self.config)
+            self._producer_pid = os.getpid()
 
         def delivered(_record: TimerRecord, error: Exception | None) -> None:
             if error is None and message.outbox_id is not None:

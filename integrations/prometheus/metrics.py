@@ -132,8 +132,9 @@ class JournalCollector(Collector):
         yield by_status
         yield GaugeMetricFamily("durable_runs_parked", "Runs parked as failed, waiting for an operator "
                                 "(durable runs resume).", parked)
-        messages = GaugeMetricFamily("durable_outbox_messages", "Messages not yet consumed: advance rows and "
-                                     "dispatched task steps nobody has claimed.", labels=["kind"])
+        messages = GaugeMetricFamily("durable_outbox_messages", "Messages not yet consumed or confirmed: advance "
+                                     "rows, dispatched task steps nobody has claimed, your own messages "
+                                     "(task_message, topic_message) no broker confirmed yet.", labels=["kind"])
         oldest = GaugeMetricFamily("durable_outbox_oldest_age_seconds", "Age of the oldest unconsumed message.",
                                    labels=["kind"])
         for kind, (count, created) in outbox.items():

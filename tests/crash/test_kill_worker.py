@@ -11,7 +11,7 @@ import time
 import pytest
 
 from tests.crash.helpers import assert_journal_never_re_executed
-from tests.support.stack import ROOT, Stack
+from tests.support.stack import RABBITMQ, REDIS_URL, ROOT, Stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -24,9 +24,10 @@ def five_step_chain(stack: Stack, slow_third: float = 2.0) -> object:
                                t["mark"].s("four"), t["mark"].s("five"))
 
 
-@pytest.mark.parametrize("store", ["postgresql", "sqlite"])
-def test_sigkill_while_step_three_runs(store: str, tmp_path: object) -> None:
-    stack = Stack(store, tmp_path)  # type: ignore[arg-type]
+@pytest.mark.parametrize(("store", "broker"), [("postgresql", REDIS_URL), ("sqlite", REDIS_URL),
+                                               ("postgresql", RABBITMQ)], ids=["postgresql", "sqlite", "rabbitmq"])
+def test_sigkill_while_step_three_runs(store: str, broker: str, tmp_path: object) -> None:
+    stack = Stack(store, tmp_path, broker=broker)  # type: ignore[arg-type]
     try:
         first = stack.start_worker()
         handle = five_step_chain(stack).start("payload")  # type: ignore[attr-defined]

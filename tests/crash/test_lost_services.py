@@ -10,18 +10,20 @@ from pathlib import Path
 import pytest
 
 from tests.crash.helpers import assert_journal_never_re_executed
-from tests.support.stack import Stack
+from tests.support.stack import RABBITMQ, REDIS_URL, Stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def test_broker_flushed_mid_flight_every_run_still_finishes(tmp_path: Path) -> None:
-    """50 runs; the broker's data is wiped while they run (what a Redis restart without persistence does).
+@pytest.mark.parametrize("broker", [REDIS_URL, RABBITMQ], ids=["redis", "rabbitmq"])
+def test_broker_flushed_mid_flight_every_run_still_finishes(tmp_path: Path, broker: str) -> None:
+    """50 runs; the broker's data is wiped while they run (what a Redis restart without persistence does; on
+    RabbitMQ a purge of the queues, which drops every message not yet delivered to a worker).
 
     The outbox keeps every unconsumed message, so the relay re-publishes after ``redelivery_after``
     (5 s here), and the sweeper re-dispatches steps whose worker lost them.
     """
-    stack = Stack("postgresql", tmp_path)
+    stack = Stack("postgresql", tmp_path, broker=broker)
     try:
         stack.start_worker(pool="prefork", concurrency=2)
         t = stack.client.tasks

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 from celery import Celery
 
 from durable_tasks import Durable, EventTimeoutError, RetryPolicy, current_step
+from durable_tasks.messages import TaskMessage
 
 
 @dataclass
@@ -35,7 +37,10 @@ def build(*, store: str, broker: str, executions: str, flags: str, schema: str |
         task_ignore_result=True,
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"global_keyprefix": prefix} if prefix else {},
+        # Redis: the stack's key prefix. RabbitMQ (a virtual host per stack): a publish returns once the broker
+        # has the message, which is when a message of the user's own counts as sent.
+        broker_transport_options=({"confirm_publish": True} if broker.startswith("amqp")
+                                  else {"global_keyprefix": prefix} if prefix else {}),
         task_default_queue="celery",
         worker_prefetch_multiplier=1,
     )
@@ -175,6 +180,26 @@ def build(*, store: str, broker: str, executions: str, flags: str, schema: str |
         record("plain")
         return x
 
+    @app.task(name="t.receive", shared=False, bind=True)
+    def receive(self: Any, *args: Any) -> None:
+        """A consumer of the runs' own messages (a plain task): records each delivery with its message id."""
+        line = json.dumps({"run": None, "step": None, "label": "receive", "id": self.request.id, "args": list(args),
+                           "pid": os.getpid(), "at": time.time()})
+        with open(executions, "a") as out:
+            out.write(line + "\n")
+
+    @durable.step
+    @app.task(name="t.sender", shared=False)
+    def sender(value: Any) -> Any:
+        """Sends a message with its result; its first attempt dies right after sending while ``die-in-body`` is set."""
+        step = current_step()
+        assert step is not None
+        record("sender")
+        step.send_task(receive, "from-step", step.attempt)
+        if flag("die-in-body") and step.attempt == 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return value
+
     def summarise(value: Any) -> dict[str, Any]:
         record("summarise")
         return {"summary": value}
@@ -274,6 +299,26 @@ def build(*, store: str, broker: str, executions: str, flags: str, schema: str |
         ctx.sleep("wait", seconds)
         return int(ctx.run(add, n, 1))
 
+    @durable.step
+    @app.task(name="t.publisher", shared=False)
+    def publisher(topic: str, value: Any) -> Any:
+        """Publishes a Kafka record with its result."""
+        step = current_step()
+        assert step is not None
+        return step.publish(topic, {"from": "step", "value": value}, key="step")
+
+    @durable.workflow(name="wf.publish")
+    def publish(ctx: Any, topic: str, value: Any) -> list[Any]:
+        """A Kafka record of the workflow's own, then a step that publishes one with its result."""
+        return [ctx.publish(topic, {"from": "workflow", "value": value}, key="workflow"),
+                ctx.run(publisher, topic, value)]
+
+    @durable.workflow(name="wf.messages")
+    def messages(ctx: Any, value: Any) -> Any:
+        """A message of the workflow's own, then a step that sends one with its result."""
+        ctx.send_task(receive, "from-workflow", value)
+        return ctx.run(sender, value)
+
     @durable.workflow(name="wf.sleep_until")
     def sleep_until(ctx: Any, epoch: float) -> float:
         """Sleeps until the epoch time ``epoch``; returns when it woke (journaled)."""
@@ -282,6 +327,7 @@ def build(*, store: str, broker: str, executions: str, flags: str, schema: str |
         ctx.sleep_until("alarm", datetime.fromtimestamp(epoch, UTC))
         return float(ctx.step("woke", time.time))
 
+    durable.runtime.publisher = _DiesBeforeSending(durable.runtime.publisher, flag_dir)
     tasks = {name: value for name, value in locals().items() if hasattr(value, "apply_async")}
     workflows = {name: value for name, value in locals().items() if hasattr(value, "fingerprint")}
     for declared in cron or ():  # schedules of the stack: {"task": "tick", "name": ..., "every": ..., ...}
@@ -289,6 +335,26 @@ def build(*, store: str, broker: str, executions: str, flags: str, schema: str |
         durable.cron(options.pop("cron", None), **{k: v for k, v in options.items() if k != "task"})(
             tasks[options["task"]])
     return TestApp(app, durable, tasks, workflows, flag_dir)
+
+
+class _DiesBeforeSending:
+    """The publisher, with a test-only crash point: while the flag file ``die-before-send`` exists, the process
+    kills itself (``kill -9``) when it is about to send a message of the user's own whose id ends with the
+    flag's text, after that message's commit. The flag is removed first, so the next process sends it."""
+
+    def __init__(self, publisher: Any, flags: Path) -> None:
+        self._publisher = publisher
+        self._flag = flags / "die-before-send"
+
+    def publish(self, message: Any) -> None:
+        if isinstance(message, TaskMessage) and self._flag.exists() \
+                and message.id.endswith(self._flag.read_text().strip()):
+            self._flag.unlink()
+            os.kill(os.getpid(), signal.SIGKILL)
+        self._publisher.publish(message)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._publisher, name)
 
 
 def build_from_env() -> TestApp:

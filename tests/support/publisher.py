@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from durable_tasks.messages import Message, StepMessage
+from durable_tasks.messages import Message, StepMessage, TaskMessage, TopicMessage
+from durable_tasks.outgoing import Confirmation
 
 
 class KeptMessages:
@@ -30,9 +31,36 @@ class KeptMessages:
     def steps(self) -> list[StepMessage]:
         return [message for message in self.messages if isinstance(message, StepMessage)]
 
+    def own(self) -> list[TaskMessage]:
+        """The user's own Celery task messages (``send_task``)."""
+        return [message for message in self.messages if isinstance(message, TaskMessage)]
+
     def last_step(self) -> StepMessage:
         return self.steps()[-1]
 
     def take(self) -> list[Message]:
         taken, self.messages = self.messages, []
         return taken
+
+
+class KeptRecords:
+    """A Kafka producer stand-in: keeps each record with its confirmation, which the test gives by hand."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[TopicMessage, Confirmation]] = []
+        self.down = False
+
+    def produce(self, message: TopicMessage, on_confirmed: Confirmation) -> None:
+        if self.down:
+            raise BufferError("local queue full")
+        self.records.append((message, on_confirmed))
+
+    def confirm(self, error: BaseException | None = None) -> list[TopicMessage]:
+        """Kafka answers every record produced so far; returns them."""
+        answered, self.records = self.records, []
+        for message, on_confirmed in answered:
+            on_confirmed(message, error)
+        return [message for message, _ in answered]
+
+    def close(self, timeout: float = 10.0) -> None:
+        return None
