@@ -256,11 +256,11 @@ class Durable:
         """
         definition = self.runtime.registry.get(workflow if isinstance(workflow, str) else workflow.name)
         run_id = start_run(self.runtime, definition, args, kwargs, idempotency_key=idempotency_key)
-        return RunHandle(self.store, run_id)
+        return self.run(run_id)
 
     def run(self, run_id: str) -> RunHandle:
-        """The handle of an existing run."""
-        return RunHandle(self.store, run_id)
+        """The handle of an existing run (it reads the run, and can :meth:`~RunHandle.cancel` it)."""
+        return RunHandle(self.store, run_id, self.operations)
 
     def runs(self, *, status: str | None = None, workflow: str | None = None, since: float | str | None = None,
              error_type: str | None = None, limit: int = 50) -> list[RunRecord]:
@@ -325,9 +325,16 @@ class Durable:
         self.operations.retry_step(run_id, step_key)
         return self.run(run_id)
 
-    def cancel(self, run_id: str, reason: str = "cancelled by operator") -> None:
-        """Cancel a run; running steps can notice with ``current_step().is_cancelled()``."""
-        self.operations.cancel(run_id, reason)
+    def cancel(self, run_id: str, reason: str = "cancelled by operator", *, terminate: bool = False) -> None:
+        """Cancel a run and its child runs; running steps can notice with ``current_step().is_cancelled()``.
+
+        ``terminate=True`` also stops the task steps running now: they are journaled ``cancelled`` and the
+        worker running each one terminates it, as ``celery control revoke --terminate`` does (prefork pools;
+        other pools cannot terminate a task, and the step only sees ``is_cancelled()``)::
+
+            durable.cancel(run.id, "customer left", terminate=True)
+        """
+        self.operations.cancel(run_id, reason, terminate=terminate)
 
     def fork(self, run_id: str, from_step: str) -> RunHandle:
         """A new run that reuses the journal before ``from_step`` and runs the rest on the current code."""

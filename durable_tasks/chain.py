@@ -14,6 +14,7 @@ from typing import Any
 from .canvas import CHAIN_WORKFLOW, ChainSleep, chain_label, encode, signature_of
 from .errors import ConfigurationError
 from .handle import RunHandle
+from .operations import Operations
 from .runtime import Runtime
 from .starting import start_run
 from .workflow import WorkflowContext
@@ -41,7 +42,7 @@ class DurableChain:
         workflow = self.runtime.registry.get(CHAIN_WORKFLOW)
         run_id = start_run(self.runtime, workflow, (self.elements, list(args), kwargs), {}, label=self.label,
                            idempotency_key=idempotency_key, advance_now=self._tasks_known)
-        return RunHandle(self.runtime.store, run_id)
+        return RunHandle(self.runtime.store, run_id, Operations(self.runtime.store, self.runtime.unit_of_work))
 
     def apply_async(self, args: Any = None, kwargs: dict[str, Any] | None = None, *,
                     idempotency_key: str | None = None, **options: Any) -> RunHandle:

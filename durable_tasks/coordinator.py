@@ -28,6 +28,7 @@ from .errors import (
     StepFailedError,
     Suspend,
     UnknownTaskError,
+    UnknownWorkflowError,
 )
 from .messages import step_request
 from .outbox import UnitOfWork
@@ -67,9 +68,13 @@ def advance(runtime: Runtime, run_id: str, *, uow: UnitOfWork | None = None, con
 def _advance(runtime: Runtime, uow: UnitOfWork, run_id: str, owner: str, consume: int | None) -> None:
     run = queries.lock_run(uow.conn, run_id)
     if consume is not None:
-        announcement = queries.consume_outbox(uow.conn, consume).get("announce")  # an operator's change
-        if announcement and run is not None:
-            transitions.announce_run(uow, run, announcement)
+        payload = queries.consume_outbox(uow.conn, consume)
+        if payload.get("announce") and run is not None:  # an operator's change
+            transitions.announce_run(uow, run, payload["announce"])
+        cancel = payload.get("cancel")  # the parent was cancelled: so is this child, and its own children
+        if cancel and run is not None and run.status in ACTIVE_RUN_STATUSES:
+            transitions.cancel_run(uow, run, cancel["reason"], terminate=bool(cancel.get("terminate")))
+            return
     if run is None or run.status not in ACTIVE_RUN_STATUSES:
         return
     leased = run.lease_owner is not None and (run.lease_until or 0) >= time.time()
@@ -246,3 +251,24 @@ class Replay:
 
     def record_marker(self, position: int, step_key: str) -> StepRow:
         return transitions.record_marker(self.uow, self.run.id, position, step_key)
+
+    def start_child(self, position: int, step_key: str, workflow: str, args: tuple[Any, ...],
+                    kwargs: dict[str, Any], row: StepRow | None) -> StepRow:
+        run_id = self.run.id
+        try:
+            definition = self.runtime.registry.get(workflow)  # UnknownWorkflowError names what is registered
+            # The child's input carries the parent's trace context, so its spans join the parent's trace.
+            call = {"args": list(args), "kwargs": kwargs, **({TRACE_KEY: self.trace} if self.trace else {})}
+            text = dumps(call, what=f"input of child step {step_key!r} in run {run_id}",
+                         max_bytes=self.runtime.settings.max_payload_bytes)
+        except (PayloadError, UnknownWorkflowError) as exc:
+            if row is not None:
+                raise  # a retried child whose workflow vanished: the run is parked with the error
+            error = error_record(exc, step_key=step_key, with_traceback=False)
+            return transitions.refuse_task(self.uow, run_id, position, step_key, workflow, error, kind=StepKind.CHILD)
+        # The step's retry policy (the parent workflow's) travels in its request: a child may finish in a worker
+        # that does not import the parent.
+        request = json.dumps({"workflow": definition.name, "retry": (self.workflow.retry or NO_RETRY).to_json()})
+        return transitions.start_child(self.uow, run_id, position, step_key, definition.name,
+                                       fingerprint=definition.fingerprint, input=text, request=request,
+                                       attempt=row.attempt if row is not None else 1, exists=row is not None)

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any, Generic, ParamSpec, TypeVar
 
 from .handle import RunHandle
+from .operations import Operations
 from .registry import WorkflowDefinition
 from .retry import RetryPolicy
 from .runtime import Runtime
@@ -37,7 +38,7 @@ class Workflow(WorkflowDefinition, Generic[P, R]):
             run.result(timeout=60)
         """
         run_id = start_run(self.runtime, self, args, kwargs, idempotency_key=idempotency_key)
-        return RunHandle(self.runtime.store, run_id)
+        return RunHandle(self.runtime.store, run_id, Operations(self.runtime.store, self.runtime.unit_of_work))
 
     def run(self, *args: Any, idempotency_key: str | None = None, **kwargs: Any) -> RunHandle:
         """Start a run and execute it in this process right away, like calling the function directly.
@@ -47,4 +48,4 @@ class Workflow(WorkflowDefinition, Generic[P, R]):
         resumes the run. ``run(...).result()`` returns at once for a workflow of inline steps.
         """
         run_id = start_run(self.runtime, self, args, kwargs, idempotency_key=idempotency_key, advance_now=True)
-        return RunHandle(self.runtime.store, run_id)
+        return RunHandle(self.runtime.store, run_id, Operations(self.runtime.store, self.runtime.unit_of_work))

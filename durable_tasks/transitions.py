@@ -10,8 +10,16 @@ Runs: :func:`create_run`, :func:`settle_run`, :func:`reopen_run`, :func:`cancel_
 Steps: :func:`dispatch_task`, :func:`refuse_task`, :func:`claim_task`, :func:`start_inline`,
 :func:`attempt_succeeded`, :func:`attempt_failed`, :func:`attempt_lost`, :func:`next_attempt`,
 :func:`restart_step`, :func:`start_sleep`, :func:`fire_timer`, :func:`record_marker`.
+Child runs: :func:`start_child`; a finishing child settles its parent's step in :func:`settle_run` and
+:func:`cancel_run`.
 Announcements (nothing written, see :func:`announce_run`): :func:`announce_run`.
 Events: :func:`start_wait`, :func:`deliver_event`, :func:`keep_event`, :func:`forget_expired_events`.
+
+Lock order between runs: a child's row before its parent's, never the reverse. The transaction that finishes
+a child (its coordinator's or a cancel's) holds the child's row, then locks the parent's to settle the
+``child`` step. A parent's advance only inserts its children (new rows nobody else can hold), and a parent's
+cancel locks the parent alone and asks each active child to cancel itself (an ``advance`` outbox row carrying
+the request). No transaction holds a parent while it waits for a child, so a family cannot deadlock.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from typing import Any
 from uuid import uuid4
 
 from .attempts import CeleryRetry, after_failure, error_record
+from .children import after_child_failure, child_failure, child_run_id
 from .durations import describe
 from .errors import EventTimeoutError, WorkerLostError
 from .messages import StepMessage
@@ -65,21 +74,22 @@ def _note_step(uow: UnitOfWork, step: StepRow | WrittenStep, status: str, attemp
 
 def create_run(uow: UnitOfWork, *, run_id: str, workflow: str, input: str, fingerprint: str,
                idempotency_key: str | None = None, label: str | None = None, forked_from: str | None = None,
-               schedule: str | None = None, scheduled_for: float | None = None) -> None:
+               schedule: str | None = None, scheduled_for: float | None = None, parent_id: str | None = None,
+               parent_position: int | None = None) -> None:
     """A new ``pending`` run; the caller asks for its first advance (or advances it in this transaction).
 
     ``label`` is what operators see instead of the workflow's name; ``forked_from`` the run a fork copies;
-    ``schedule`` and ``scheduled_for`` name the schedule and nominal tick that started it (``ctx.tick``).
+    ``schedule`` and ``scheduled_for`` name the schedule and nominal tick that started it (``ctx.tick``);
+    ``parent_id`` and ``parent_position`` the run and ``child`` step that started it (:func:`start_child`).
     """
     now = time.time()
-    detail: dict[str, Any] = {"workflow": workflow}
-    tick: dict[str, Any] = {}
-    if schedule is not None:
-        tick = {"schedule": schedule, "scheduled_for": scheduled_for}
-        detail.update(tick)
+    extra: dict[str, Any] = {"schedule": schedule, "scheduled_for": scheduled_for} if schedule is not None else {}
+    if parent_id is not None:
+        extra.update(parent_id=parent_id, parent_position=parent_position)
+    detail: dict[str, Any] = {"workflow": workflow, **extra}
     queries.insert_run(uow.conn, id=run_id, workflow=workflow, status=RunStatus.PENDING, input=input,
                        idempotency_key=idempotency_key, fingerprint=fingerprint, label=label, forked_from=forked_from,
-                       created_at=now, updated_at=now, **tick)
+                       created_at=now, updated_at=now, **extra)
     uow.note(Transition("run", run_id, RunStatus.PENDING, now, detail=detail))
 
 
@@ -121,6 +131,8 @@ def settle_run(uow: UnitOfWork, run: LockedRun, outcome: RunOutcome, *, lease_ow
         if outcome.error is not None:
             detail["error"] = outcome.error
         uow.note(Transition("run", run.id, outcome.status, now, detail=detail))
+    if outcome.finished:
+        _settle_parent_step(uow, run, outcome.status, outcome.result, outcome.error)
     return True
 
 
@@ -136,8 +148,12 @@ def reopen_run(uow: UnitOfWork, run: RunRow, *, restart: Iterable[StepRow] = ())
     uow.send_advance(run.id, announce={"announced": ANNOUNCE_RESUMED})
 
 
-def cancel_run(uow: UnitOfWork, run: RunRow, reason: str) -> None:
-    """Cancel a run: its timers, queued advances and pending steps end; running steps can notice."""
+def cancel_run(uow: UnitOfWork, run: LockedRun, reason: str, *, terminate: bool = False) -> None:
+    """Cancel a run: its timers, queued advances, pending steps and children end; running steps can notice.
+
+    ``terminate`` also journals its running task steps ``cancelled``, which their workers act on
+    (:mod:`durable_tasks.termination`); children get the same request (see the lock order above).
+    """
     now = time.time()
     queries.cancel_timers(uow.conn, run.id, None, now)
     event_queries.delete_waits(uow.conn, run.id)
@@ -145,11 +161,21 @@ def cancel_run(uow: UnitOfWork, run: RunRow, reason: str) -> None:
     queries.cancel_pending_steps(uow.conn, run.id, (StepStatus.DISPATCHED, StepStatus.RETRYING,
                                                     StepStatus.SLEEPING, StepStatus.WAITING), StepStatus.CANCELLED, now)
     error = _compact({"type": "cancelled", "message": reason})
+    stopped = (StepKind.CHILD, StepKind.TASK) if terminate else (StepKind.CHILD,)
+    for step in queries.load_journal(uow.conn, run.id).values():
+        if step.status == StepStatus.RUNNING and step.kind in stopped:
+            queries.update_step(uow.conn, run.id, step.position, status=StepStatus.CANCELLED, error=error,
+                                finished_at=now)
+            _note_step(uow, step, StepStatus.CANCELLED, error=error, terminate=step.kind == StepKind.TASK)
+    for child in queries.children_of(uow.conn, run.id, active_only=True):
+        uow.send_advance(child.id, cancel={"reason": f"its parent run {run.id} was cancelled: {reason}",
+                                           "terminate": terminate})
     queries.update_run(uow.conn, run.id, status=RunStatus.CANCELLED, lease_owner=None, lease_until=None,
                        error=error, finished_at=now, updated_at=now)
     uow.note(Transition("run", run.id, RunStatus.CANCELLED, now, detail={"workflow": run.workflow,
                                                                          "previous": run.status, "error": error}))
     uow.send_advance(run.id, announce={"announced": ANNOUNCE_CANCELLED, "error": error})  # see announce_run
+    _settle_parent_step(uow, run, RunStatus.CANCELLED, None, error)
 
 
 ANNOUNCE_RESUMED = "resumed"
@@ -211,13 +237,14 @@ def dispatch_task(uow: UnitOfWork, run_id: str, position: int, step_key: str, na
 
 
 def refuse_task(uow: UnitOfWork, run_id: str, position: int, step_key: str, name: str,
-                error: Mapping[str, Any]) -> WrittenStep:
-    """Journal a task step that could not be sent (unknown task, bad arguments) as ``failed``."""
+                error: Mapping[str, Any], *, kind: StepKind = StepKind.TASK) -> WrittenStep:
+    """Journal a task (or child) step that could not start (unknown task or workflow, bad arguments) as
+    ``failed``."""
     now = time.time()
     text = _compact(error)
-    queries.insert_step(uow.conn, run_id=run_id, position=position, step_key=step_key, kind=StepKind.TASK,
+    queries.insert_step(uow.conn, run_id=run_id, position=position, step_key=step_key, kind=kind,
                         name=name, status=StepStatus.FAILED, attempt=1, error=text, created_at=now, finished_at=now)
-    step = WrittenStep(run_id, position, step_key, StepKind.TASK, name, StepStatus.FAILED, error=text)
+    step = WrittenStep(run_id, position, step_key, kind, name, StepStatus.FAILED, error=text)
     _note_step(uow, step, StepStatus.FAILED, error=text)
     return step
 
@@ -268,7 +295,7 @@ def _record_attempt(uow: UnitOfWork, step: StepRow | WrittenStep, attempt: int, 
 
 
 def attempt_succeeded(uow: UnitOfWork, step: StepRow | WrittenStep, attempt: int, result: str, *,
-                      worker: str, started_at: float) -> bool:
+                      worker: str | None, started_at: float) -> bool:
     """Journal the result of ``step``; False when another delivery journaled it already (a duplicate).
 
     Any attempt's result is accepted while the step is unfinished: a worker presumed dead that still
@@ -362,13 +389,62 @@ def next_attempt(uow: UnitOfWork, step: StepRow, **detail: Any) -> None:
 
 def restart_step(uow: UnitOfWork, step: StepRow) -> None:
     """An operator runs a failed (or retrying) step again now, with a fresh retry budget."""
-    if step.kind == StepKind.TASK and not step.request:
-        # It failed before its message left (unknown task, bad arguments): the replay starts it afresh.
+    if step.kind in (StepKind.TASK, StepKind.CHILD) and not step.request:
+        # It failed before it started (unknown task or workflow, bad arguments): the replay starts it afresh.
         queries.delete_step(uow.conn, step.run_id, step.position)
         return
     queries.cancel_timers(uow.conn, step.run_id, step.position, time.time())
     _record_attempt(uow, step, step.attempt + 1, AttemptStatus.RESUMED, worker=None, started_at=None)
     next_attempt(uow, step)
+
+
+# --- child runs --------------------------------------------------------------------------------------
+
+def start_child(uow: UnitOfWork, parent_id: str, position: int, step_key: str, workflow: str, *, fingerprint: str,
+                input: str, request: str, attempt: int, exists: bool) -> WrittenStep:
+    """Journal attempt ``attempt`` of a ``child`` step as ``running`` and create its child run (first advance
+    after this commit); ``exists``: a retry or an operator's restart of the step."""
+    now = time.time()
+    child_id = child_run_id(parent_id, step_key, attempt)
+    create_run(uow, run_id=child_id, workflow=workflow, input=input, fingerprint=fingerprint, parent_id=parent_id,
+               parent_position=position)
+    uow.send_advance(child_id)
+    if exists:
+        queries.update_step(uow.conn, parent_id, position, status=StepStatus.RUNNING, attempt=attempt, request=request,
+                            error=None, result=None, started_at=now, finished_at=None)
+    else:
+        queries.insert_step(uow.conn, run_id=parent_id, position=position, step_key=step_key, kind=StepKind.CHILD,
+                            name=workflow, status=StepStatus.RUNNING, attempt=attempt, request=request,
+                            created_at=now, started_at=now)
+    step = WrittenStep(parent_id, position, step_key, StepKind.CHILD, workflow, StepStatus.RUNNING, attempt,
+                       request=request, created_at=now, started_at=now)
+    _note_step(uow, step, StepStatus.RUNNING, child=child_id)
+    return step
+
+
+def _settle_parent_step(uow: UnitOfWork, run: LockedRun, status: str, result: str | None, error: str | None) -> None:
+    """A finished child settles its parent's ``child`` step in its final transaction, locking the parent's row
+    after its own (see the lock order above); nothing happens when the step no longer waits for this child."""
+    if run.parent_id is None or run.parent_position is None:
+        return
+    queries.lock_run(uow.conn, run.parent_id)
+    step = queries.get_step(uow.conn, run.parent_id, run.parent_position)
+    if step is None or step.status != StepStatus.RUNNING \
+            or child_run_id(step.run_id, step.step_key, step.attempt) != run.id:
+        logger.info("Child run %s finished %s; its parent %s no longer waits for it.", run.id, status, run.parent_id)
+        return
+    if status == RunStatus.SUCCEEDED:
+        attempt_succeeded(uow, step, step.attempt, result or "null", worker=None,
+                          started_at=step.started_at or time.time())
+        uow.send_advance(step.run_id)
+        return
+    failure = child_failure(run.id, run.workflow, status, error, step_key=step.step_key, attempt=step.attempt)
+    _record_attempt(uow, step, step.attempt, AttemptStatus.FAILED, worker=None, started_at=step.started_at,
+                    error=failure)
+    used = queries.attempts_since_resume(uow.conn, step.run_id, step.position)
+    decision = after_child_failure(step.request, used, status, failure)
+    if _fail_or_retry(uow, step, failure, decision.retry, decision.delay, child=run.id) == StepStatus.FAILED:
+        uow.send_advance(step.run_id)
 
 
 # --- sleeps, timers and markers ----------------------------------------------------------------------

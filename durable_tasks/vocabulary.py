@@ -44,12 +44,13 @@ PENDING_STEP_STATUSES: tuple[StepStatus, ...] = (StepStatus.DISPATCHED, StepStat
 
 class StepKind(StrEnum):
     """What a step is: a Celery task, a function run by the coordinator, a durable sleep, a wait for an outside
-    event, or a patch marker."""
+    event, a child run, or a patch marker."""
 
     TASK = "task"
     INLINE = "inline"
     SLEEP = "sleep"
     EVENT = "event"
+    CHILD = "child"
     MARKER = "marker"
 
 
