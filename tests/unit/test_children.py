@@ -241,7 +241,7 @@ def test_runs_show_links_parent_and_children_both_ways(
                             "step_key": "unit.ship_parcel#2", "attempt": 1}
     assert up["run"]["parent_id"] == handle.id
     text = CliRunner().invoke(main, ["runs", "show", child, *store], env={"COLUMNS": "200"}).output
-    assert f"│ parent           │ {handle.id} (unit.fulfil, succeeded), its step #2 unit.ship_parcel#2, attempt 1" in text
+    assert f"parent           │ {handle.id} (unit.fulfil, succeeded), its step #2 unit.ship_parcel#2, attempt 1" in text
     text = CliRunner().invoke(main, ["runs", "show", handle.id, *store], env={"COLUMNS": "200"}).output
     assert "2 child run(s)" in text and child in text
 
