@@ -255,3 +255,46 @@ def test_children_run_eagerly_too(durable: Durable, family: dict[str, Any]) -> N
     family["broken"].add(2)
     failed = run_eagerly(family["one_child"], 2)
     assert failed.result == {"failed": "builtins.LookupError"}
+
+
+def test_a_run_started_before_revision_0006_finishes_after_it_with_a_child(tmp_path: Any) -> None:
+    from celery import Celery
+    from sqlalchemy import text
+
+    from durable_tasks.store import migrate
+    from durable_tasks.store.engine import make_engine
+
+    url = f"sqlite:///{tmp_path / 'old.sqlite3'}"
+    engine = make_engine(url)
+    migrate.upgrade(engine, revision="0005_schedules")
+    now = time.time()
+    with engine.begin() as conn:  # a run of 0.2 whose first advance has not happened yet: its message is queued
+        conn.execute(text(
+            "INSERT INTO durable_runs (id, workflow, status, input, fingerprint, wake_seq, created_at, updated_at) "
+            "VALUES ('old-run', 'old.parent', 'pending', :input, 'f', 0, :now, :now)"),
+            {"input": json.dumps({"args": [20], "kwargs": {}}), "now": now})
+    engine.dispose()
+
+    app = Celery("upgraded-children", broker="memory://", set_as_current=False)
+    durable = Durable(app, store=url)  # SQLite upgrades itself on first use
+    try:
+        broker = KeptMessages()
+        durable.runtime.publisher = broker
+
+        @durable.workflow(name="old.child")
+        def child(ctx: Any, n: int) -> int:
+            return n + 1
+
+        @durable.workflow(name="old.parent")
+        def parent(ctx: Any, n: int) -> int:
+            return int(ctx.run_child(child, n)) * 2
+
+        assert durable.run("old-run").info().parent_id is None
+        assert migrate.current_revision(durable.store.engine) == migrate.head_revision(durable.store.engine)
+        advance(durable.runtime, "old-run")
+        pump(durable, broker)
+        assert durable.run("old-run").result(timeout=1) == 42
+        (kid,) = durable.run("old-run").children()
+        assert kid.info().parent_id == "old-run" and kid.result(timeout=1) == 21
+    finally:
+        durable.close()
