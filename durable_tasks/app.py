@@ -12,6 +12,7 @@ from typing import Any, TypeVar, overload
 from celery import Celery
 from celery.utils.imports import gen_task_name
 
+from . import celery_chains
 from .celery_bridge import CeleryPublisher, install_bootstep, register_coordinator_task
 from .celery_events import WorkerEvents
 from .chain import CHAIN_WORKFLOW, ChainSleep, DurableChain, run_chain
@@ -59,7 +60,8 @@ class Durable:
 
     ``store`` defaults to ``app.conf.durable_store``, then ``$DURABLE_STORE``, then a SQLite file
     ``durable.sqlite3``. Every other option of :class:`~durable_tasks.config.Settings` can be passed as a
-    keyword or set as ``app.conf.durable_<name>``.
+    keyword or set as ``app.conf.durable_<name>``. With ``chains=True`` (``app.conf.durable_chains = True``) the
+    app's Celery chains of durable steps start as durable runs, unchanged calling code included.
     """
 
     def __init__(self, app: Celery, store: str | None = None, **options: Any) -> None:
@@ -80,6 +82,7 @@ class Durable:
         self.runtime.observers.append(RunEvents(self.worker_events))
         install_bootstep(self.runtime, self.timers, self.worker_events, self._metrics_endpoint(),
                          schedules=self.schedule_book)
+        celery_chains.install(self.runtime)  # chains of this app become durable runs with the chains setting
         app._durable = self  # type: ignore[attr-defined]
 
     def _metrics_endpoint(self) -> Callable[[Any], None] | None:

@@ -77,6 +77,9 @@ class Settings:
     """How long an event that no run waits for yet is kept for the first wait that matches it."""
     event_secret: str | None = field(default=None, repr=False)
     """Secret that signs event tokens (``durable.event_token``); the same on every process that checks them."""
+    chains: bool = False
+    """Start every Celery chain of the app's durable steps (``chain(...).delay()``, ``a.s() | b.s()``) as a durable
+    run; what it returns is a Celery ``AsyncResult`` over the run (see :mod:`durable_tasks.celery_chains`)."""
 
     def __post_init__(self) -> None:
         for name in ("heartbeat_interval", "worker_timeout", "redelivery_after", "timer_interval",

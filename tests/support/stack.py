@@ -70,11 +70,11 @@ class Stack:
     # --- workers -------------------------------------------------------------------------------------
 
     def start_worker(self, *, pool: str = "solo", concurrency: int = 1, queues: str = "celery,other",
-                     name: str | None = None, wait: bool = True, extra: tuple[str, ...] = ()
-                     ) -> subprocess.Popen[bytes]:
+                     name: str | None = None, wait: bool = True, extra: tuple[str, ...] = (),
+                     app: str = "tests.support.worker") -> subprocess.Popen[bytes]:
         name = name or f"w{len(self.workers)}"
         log = open(self.directory / f"{name}.log", "ab")  # noqa: SIM115 - owned by the process
-        command = [sys.executable, "-m", "celery", "-A", "tests.support.worker", "worker", f"--pool={pool}",
+        command = [sys.executable, "-m", "celery", "-A", app, "worker", f"--pool={pool}",
                    f"--concurrency={concurrency}", "-Q", queues, "-n", f"{name}-{self.tag}@%h",
                    "--loglevel=INFO", "--without-mingle", "--without-gossip", "--without-heartbeat", *extra]
         process = subprocess.Popen(command, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)

@@ -17,10 +17,9 @@ from durable_tasks import Durable, InvalidStateError, RetryPolicy, StepFailedErr
 from durable_tasks.children import child_run_id
 from durable_tasks.cli import main
 from durable_tasks.coordinator import advance
-from durable_tasks.messages import AdvanceMessage, StepMessage
 from durable_tasks.store import queries
-from durable_tasks.task_step import execute
 from durable_tasks.testing import run_eagerly
+from tests.support.engine import deliver, pump
 from tests.support.publisher import KeptMessages
 
 
@@ -29,31 +28,6 @@ def broker(durable: Durable) -> KeptMessages:
     kept = KeptMessages()
     durable.runtime.publisher = kept
     return kept
-
-
-def pump(durable: Durable, broker: KeptMessages, *, hold: tuple[str, ...] = (), limit: int = 200) -> list[Any]:
-    """Deliver every published message until none is left; step messages of the tasks in ``hold`` are kept
-    back (their steps stay dispatched) and returned."""
-    held: list[Any] = []
-    for _ in range(limit):
-        if not broker.messages:
-            return held
-        message = broker.messages.pop(0)
-        if isinstance(message, AdvanceMessage):
-            advance(durable.runtime, message.run_id, consume=message.outbox_id)
-        elif isinstance(message, StepMessage) and message.task in hold:
-            held.append(message)
-        else:
-            deliver(durable, message)
-    raise AssertionError("messages keep coming")
-
-
-def deliver(durable: Durable, message: StepMessage) -> Any:
-    task = durable.app.tasks[message.task]
-    try:
-        return execute(durable.runtime, task, message, lambda *args, **kwargs: task.run(*args, **kwargs))
-    except Exception as exc:  # a failed attempt is journaled; the worker would log it
-        return exc
 
 
 @pytest.fixture
