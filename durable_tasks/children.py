@@ -9,6 +9,7 @@ parent's step when a child finishes); nothing here touches the database.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 from uuid import UUID, uuid5
 
@@ -49,3 +50,10 @@ def after_child_failure(request: str | None, attempts_used: int, status: str, fa
     error = StepFailedError(failure["message"], step_key=failure["step"], error_type=failure["type"],
                             error_message=failure["message"])
     return after_failure(policy, attempts_used, error)
+
+
+def cancel_request(parent_id: str, error: Mapping[str, Any]) -> dict[str, Any]:
+    """What a cancelled parent (its journaled ``error``) asks of each of its children: to cancel, with the
+    parent's reason and its ``terminate``."""
+    return {"reason": f"its parent run {parent_id} was cancelled: {error.get('message')}",
+            "terminate": bool(error.get("terminate"))}

@@ -20,6 +20,7 @@ from typing import Any
 
 from . import transitions
 from .attempts import error_record
+from .children import cancel_request
 from .current import StepInfo, Tick, running_step
 from .errors import (
     ConfigurationError,
@@ -67,15 +68,14 @@ def advance(runtime: Runtime, run_id: str, *, uow: UnitOfWork | None = None, con
 
 def _advance(runtime: Runtime, uow: UnitOfWork, run_id: str, owner: str, consume: int | None) -> None:
     run = queries.lock_run(uow.conn, run_id)
-    if consume is not None:
-        payload = queries.consume_outbox(uow.conn, consume)
-        if payload.get("announce") and run is not None:  # an operator's change
-            transitions.announce_run(uow, run, payload["announce"])
-        cancel = payload.get("cancel")  # the parent was cancelled: so is this child, and its own children
-        if cancel and run is not None and run.status in ACTIVE_RUN_STATUSES:
-            transitions.cancel_run(uow, run, cancel["reason"], terminate=bool(cancel.get("terminate")))
-            return
+    payload = queries.consume_outbox(uow.conn, consume) if consume is not None else {}
+    if payload.get("announce") and run is not None:  # an operator's change
+        transitions.announce_run(uow, run, payload["announce"])
     if run is None or run.status not in ACTIVE_RUN_STATUSES:
+        return
+    cancel = payload.get("cancel") or _cancelled_parent(uow, run)
+    if cancel:  # the parent was cancelled: so is this child, and its own children
+        transitions.cancel_run(uow, run, cancel["reason"], terminate=bool(cancel.get("terminate")))
         return
     leased = run.lease_owner is not None and (run.lease_until or 0) >= time.time()
     if leased and (run.lease_owner != owner or runtime.identity.holds(run_id)):
@@ -106,6 +106,17 @@ def _advance(runtime: Runtime, uow: UnitOfWork, run_id: str, owner: str, consume
             lease.wake_seq = current.wake_seq  # woken while we replayed: replay once more
     finally:
         lease.drop()
+
+
+def _cancelled_parent(uow: UnitOfWork, run: LockedRun) -> dict[str, Any] | None:
+    """The cancel request of a child whose parent was cancelled, read at the child's advance: a busy worker may
+    finish the child's step before it gets to the request the parent's cancel queued (a read, no lock)."""
+    if run.parent_id is None:
+        return None
+    parent = queries.get_run(uow.conn, run.parent_id)
+    if parent is None or parent.status != RunStatus.CANCELLED:
+        return None
+    return cancel_request(parent.id, loads(parent.error) or {})
 
 
 class Lease:

@@ -34,7 +34,7 @@ from typing import Any
 from uuid import uuid4
 
 from .attempts import CeleryRetry, after_failure, error_record
-from .children import after_child_failure, child_failure, child_run_id
+from .children import after_child_failure, cancel_request, child_failure, child_run_id
 from .durations import describe
 from .errors import EventTimeoutError, WorkerLostError
 from .messages import StepMessage
@@ -160,7 +160,7 @@ def cancel_run(uow: UnitOfWork, run: LockedRun, reason: str, *, terminate: bool 
     queries.delete_outbox_of(uow.conn, run.id)
     queries.cancel_pending_steps(uow.conn, run.id, (StepStatus.DISPATCHED, StepStatus.RETRYING,
                                                     StepStatus.SLEEPING, StepStatus.WAITING), StepStatus.CANCELLED, now)
-    error = _compact({"type": "cancelled", "message": reason})
+    error = _compact({"type": "cancelled", "message": reason, **({"terminate": True} if terminate else {})})
     stopped = (StepKind.CHILD, StepKind.TASK) if terminate else (StepKind.CHILD,)
     for step in queries.load_journal(uow.conn, run.id).values():
         if step.status == StepStatus.RUNNING and step.kind in stopped:
@@ -168,8 +168,7 @@ def cancel_run(uow: UnitOfWork, run: LockedRun, reason: str, *, terminate: bool 
                                 finished_at=now)
             _note_step(uow, step, StepStatus.CANCELLED, error=error, terminate=step.kind == StepKind.TASK)
     for child in queries.children_of(uow.conn, run.id, active_only=True):
-        uow.send_advance(child.id, cancel={"reason": f"its parent run {run.id} was cancelled: {reason}",
-                                           "terminate": terminate})
+        uow.send_advance(child.id, cancel=cancel_request(run.id, loads(error)))
     queries.update_run(uow.conn, run.id, status=RunStatus.CANCELLED, lease_owner=None, lease_until=None,
                        error=error, finished_at=now, updated_at=now)
     uow.note(Transition("run", run.id, RunStatus.CANCELLED, now, detail={"workflow": run.workflow,

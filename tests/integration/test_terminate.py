@@ -46,7 +46,7 @@ def test_cancel_terminate_stops_a_30s_step_on_a_prefork_worker(private_stack: St
 
     (step,) = handle.steps()
     assert (step.step_key, step.status) == ("t.slow", "cancelled")
-    assert step.error == {"type": "cancelled", "message": "order withdrawn"}
+    assert step.error == {"type": "cancelled", "message": "order withdrawn", "terminate": True}
     assert handle.status == "cancelled"
     time.sleep(0.5)
     assert len(handle.steps()) == 1, "nothing ran after the cancellation"

@@ -276,6 +276,17 @@ def build(*, store: str, broker: str, executions: str, flags: str, schema: str |
         ctx.sleep_until("alarm", datetime.fromtimestamp(epoch, UTC))
         return float(ctx.step("woke", time.time))
 
+    @durable.workflow(name="wf.parcel")
+    def parcel(ctx: Any, n: int, seconds: float) -> Any:
+        """A child run: one slow step, recorded as ``parcel:<n>``."""
+        return ctx.run(slow, n, seconds, f"parcel:{n}")
+
+    @durable.workflow(name="wf.parcels")
+    def parcels(ctx: Any, count: int, seconds: float) -> list[Any]:
+        """A parent run: ``count`` children in parallel, then a last step of its own."""
+        shipped = ctx.gather(*(ctx.start_child(parcel, n, seconds) for n in range(count)))
+        return [*shipped, ctx.run(mark, "all shipped", "parcels:done")]
+
     tasks = {name: value for name, value in locals().items() if hasattr(value, "apply_async")}
     workflows = {name: value for name, value in locals().items() if hasattr(value, "fingerprint")}
     for declared in cron or ():  # schedules of the stack: {"task": "tick", "name": ..., "every": ..., ...}

@@ -133,7 +133,7 @@ def test_cancelling_the_parent_cancels_its_children_and_terminates_their_running
     pump(durable, broker)  # each child consumes the advance that carries the cancel
     assert [child.status for child in children] == ["cancelled", "cancelled"]
     running, dispatched = (child.steps()[0] for child in children)
-    assert running.status == "cancelled" and running.error == {"type": "cancelled", "message": (
+    assert running.status == "cancelled" and running.error == {"type": "cancelled", "terminate": True, "message": (
         f"its parent run {handle.id} was cancelled: customer left")}
     assert dispatched.status == "cancelled"
     for message in held:  # the held deliveries arrive late: nothing runs
@@ -272,3 +272,18 @@ def test_a_run_started_before_revision_0006_finishes_after_it_with_a_child(tmp_p
         assert kid.info().parent_id == "old-run" and kid.result(timeout=1) == 21
     finally:
         durable.close()
+
+
+def test_a_child_whose_step_finishes_before_its_cancel_request_arrives_is_cancelled_at_its_advance(
+        durable: Durable, broker: KeptMessages, family: dict[str, Any]) -> None:
+    handle = family["one_child"].start(3)
+    (step_message,) = pump(durable, broker, hold=("u.ship",))
+    (child,) = handle.children()
+    durable.cancel(handle.id, "too late")
+    queued = broker.take()  # the request to the child waits behind the step in a busy worker's queue
+    assert deliver(durable, step_message) == {"parcel": 3}, "the step was already running: it finishes"
+    assert child.status == "cancelled" and child.steps()[0].status == "succeeded"
+    assert child.info().error == {"type": "cancelled", "message": f"its parent run {handle.id} was cancelled: too late"}
+    broker.messages.extend(queued)
+    pump(durable, broker)
+    assert child.status == "cancelled" and handle.status == "cancelled"
