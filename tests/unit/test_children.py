@@ -11,13 +11,16 @@ import time
 from typing import Any
 
 import pytest
+from celery import Celery
 from click.testing import CliRunner
+from sqlalchemy import text
 
 from durable_tasks import Durable, InvalidStateError, RetryPolicy, StepFailedError
 from durable_tasks.children import child_run_id
 from durable_tasks.cli import main
 from durable_tasks.coordinator import advance
-from durable_tasks.store import queries
+from durable_tasks.store import migrate, queries
+from durable_tasks.store.engine import make_engine
 from durable_tasks.testing import run_eagerly
 from tests.support.engine import deliver, pump
 from tests.support.publisher import KeptMessages
@@ -232,12 +235,6 @@ def test_children_run_eagerly_too(durable: Durable, family: dict[str, Any]) -> N
 
 
 def test_a_run_started_before_revision_0006_finishes_after_it_with_a_child(tmp_path: Any) -> None:
-    from celery import Celery
-    from sqlalchemy import text
-
-    from durable_tasks.store import migrate
-    from durable_tasks.store.engine import make_engine
-
     url = f"sqlite:///{tmp_path / 'old.sqlite3'}"
     engine = make_engine(url)
     migrate.upgrade(engine, revision="0005_schedules")
