@@ -37,17 +37,19 @@ def test_a_parent_gathers_three_children_and_show_links_them(stack: Stack) -> No
     assert (up["parent"]["run_id"], up["parent"]["step_key"]) == (handle.id, "wf.parcel#3")
 
 
-def test_cancelling_a_parent_cancels_its_running_children(stack: Stack) -> None:
-    handle = stack.durable.start("wf.parcels", 2, 1.5)
-    stack.wait_until(lambda: len(handle.children()) == 2, 20, "the children to start")
-    stack.wait_until(lambda: any(stack.executions_of(child.id) for child in handle.children()), 20,
-                     "a child's step to run")
+def test_cancelling_a_parent_cancels_its_children(stack: Stack) -> None:
+    handle = stack.durable.start("wf.parcels", 2, 0.1, 60)  # each child sleeps a minute before its step
+    stack.wait_until(lambda: len(children := handle.children()) == 2 and all(
+        child.status == "sleeping" for child in children), 20, "the children to sleep")
     handle.cancel("order withdrawn")
     children = handle.children()
     stack.wait_until(lambda: all(child.status == "cancelled" for child in children), 20,
                      "the children to be cancelled")
-    assert handle.status == "cancelled"
-    assert all("order withdrawn" in (child.info().error or {}).get("message", "") for child in children)
+    assert handle.status == "cancelled" and [step.status for step in handle.steps()] == ["cancelled"] * 2
+    for child in children:
+        assert (child.info().error or {})["message"] == f"its parent run {handle.id} was cancelled: order withdrawn"
+        assert [step.status for step in child.steps()] == ["cancelled"], "its timer ended with it"
+        assert stack.executions_of(child.id) == []
 
 
 def test_a_run_started_before_revision_0006_on_postgresql_finishes_after_it_with_a_child(services: None) -> None:

@@ -277,14 +277,16 @@ def build(*, store: str, broker: str, executions: str, flags: str, schema: str |
         return float(ctx.step("woke", time.time))
 
     @durable.workflow(name="wf.parcel")
-    def parcel(ctx: Any, n: int, seconds: float) -> Any:
-        """A child run: one slow step, recorded as ``parcel:<n>``."""
+    def parcel(ctx: Any, n: int, seconds: float, pause: float = 0.0) -> Any:
+        """A child run: a durable sleep of ``pause`` (if any), then one slow step recorded as ``parcel:<n>``."""
+        if pause:
+            ctx.sleep("pause", pause)
         return ctx.run(slow, n, seconds, f"parcel:{n}")
 
     @durable.workflow(name="wf.parcels")
-    def parcels(ctx: Any, count: int, seconds: float) -> list[Any]:
+    def parcels(ctx: Any, count: int, seconds: float, pause: float = 0.0) -> list[Any]:
         """A parent run: ``count`` children in parallel, then a last step of its own."""
-        shipped = ctx.gather(*(ctx.start_child(parcel, n, seconds) for n in range(count)))
+        shipped = ctx.gather(*(ctx.start_child(parcel, n, seconds, pause) for n in range(count)))
         return [*shipped, ctx.run(mark, "all shipped", "parcels:done")]
 
     tasks = {name: value for name, value in locals().items() if hasattr(value, "apply_async")}
