@@ -18,6 +18,7 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from .app import Durable
+from .celery_chains import DurableAsyncResult
 from .chain import ChainSleep, DurableChain
 from .config import Settings
 from .current import StepInfo, Tick, current_step
@@ -65,6 +66,7 @@ __all__ = [
     "ChainSleep",
     "ConfigurationError",
     "Durable",
+    "DurableAsyncResult",
     "DurableChain",
     "DurableError",
     "EventDelivery",

@@ -13,6 +13,7 @@ from celery import Celery
 from celery.utils.imports import gen_task_name
 from sqlalchemy import Connection
 
+from . import celery_chains
 from .celery_bridge import CeleryPublisher, install_bootstep, register_coordinator_task
 from .celery_events import WorkerEvents
 from .chain import CHAIN_WORKFLOW, ChainSleep, DurableChain, run_chain
@@ -61,7 +62,8 @@ class Durable:
 
     ``store`` defaults to ``app.conf.durable_store``, then ``$DURABLE_STORE``, then a SQLite file
     ``durable.sqlite3``. Every other option of :class:`~durable_tasks.config.Settings` can be passed as a
-    keyword or set as ``app.conf.durable_<name>``.
+    keyword or set as ``app.conf.durable_<name>``. With ``chains=True`` (``app.conf.durable_chains = True``) the
+    app's Celery chains of durable steps start as durable runs, unchanged calling code included.
     """
 
     def __init__(self, app: Celery, store: str | None = None, **options: Any) -> None:
@@ -83,6 +85,7 @@ class Durable:
         self.runtime.observers.append(RunEvents(self.worker_events))
         install_bootstep(self.runtime, self.timers, self.worker_events, self._metrics_endpoint(),
                          schedules=self.schedule_book)
+        celery_chains.install(self.runtime)  # chains of this app become durable runs with the chains setting
         app._durable = self  # type: ignore[attr-defined]
 
     def _timer_backend(self, publisher: CeleryPublisher) -> TimerBackend:
@@ -281,11 +284,11 @@ class Durable:
         definition = self.runtime.registry.get(workflow if isinstance(workflow, str) else workflow.name)
         run_id = start_run(self.runtime, definition, args, kwargs, idempotency_key=idempotency_key,
                            connection=connection, on_commit=on_commit)
-        return RunHandle(self.store, run_id)
+        return self.run(run_id)
 
     def run(self, run_id: str) -> RunHandle:
-        """The handle of an existing run."""
-        return RunHandle(self.store, run_id)
+        """The handle of an existing run (it reads the run, and can :meth:`~RunHandle.cancel` it)."""
+        return RunHandle(self.store, run_id, self.operations)
 
     def runs(self, *, status: str | None = None, workflow: str | None = None, since: float | str | None = None,
              error_type: str | None = None, limit: int = 50) -> list[RunRecord]:
@@ -350,9 +353,16 @@ class Durable:
         self.operations.retry_step(run_id, step_key)
         return self.run(run_id)
 
-    def cancel(self, run_id: str, reason: str = "cancelled by operator") -> None:
-        """Cancel a run; running steps can notice with ``current_step().is_cancelled()``."""
-        self.operations.cancel(run_id, reason)
+    def cancel(self, run_id: str, reason: str = "cancelled by operator", *, terminate: bool = False) -> None:
+        """Cancel a run and its child runs; running steps can notice with ``current_step().is_cancelled()``.
+
+        ``terminate=True`` also stops the task steps running now: they are journaled ``cancelled`` and the
+        worker running each one terminates it, as ``celery control revoke --terminate`` does (prefork pools;
+        other pools cannot terminate a task, and the step only sees ``is_cancelled()``)::
+
+            durable.cancel(run.id, "customer left", terminate=True)
+        """
+        self.operations.cancel(run_id, reason, terminate=terminate)
 
     def fork(self, run_id: str, from_step: str) -> RunHandle:
         """A new run that reuses the journal before ``from_step`` and runs the rest on the current code."""

@@ -23,6 +23,7 @@ from .messages import AdvanceMessage, Message, StepMessage, TaskMessage, TimerMe
 from .observe import notify_recovered
 from .runtime import Runtime
 from .schedule_sync import sync_schedules
+from .termination import Terminator, can_terminate
 from .timers import TimerBackend
 from .vocabulary import ProcessRole
 
@@ -133,7 +134,8 @@ class WorkerServices:
     process's code to the database (retried by the services thread if the database is not there yet).
     """
 
-    def __init__(self, runtime: Runtime, timers: TimerBackend, schedules: ScheduleBook | None = None) -> None:
+    def __init__(self, runtime: Runtime, timers: TimerBackend, schedules: ScheduleBook | None = None,
+                 terminator: Terminator | None = None) -> None:
         self.runtime = runtime
         self.timers = timers
         self.schedules = schedules
@@ -153,6 +155,8 @@ class WorkerServices:
             ("retention", settings.retention_interval, lambda: retention.prune_expired(runtime)),
             ("schedule sync", settings.sweep_interval, self._sync_schedules),
         ]
+        if terminator is not None:
+            self._duties.append(("termination", TERMINATION_INTERVAL, terminator.check))
 
     def _relay(self) -> int:
         sent = outbox.relay(self.runtime.store, self.runtime.publisher,
@@ -211,6 +215,26 @@ class WorkerServices:
             self._stop.wait(max(0.0, min(next_due.values()) - time.monotonic()))
 
 
+TERMINATION_INTERVAL = 0.5
+"""Seconds between two looks at whether a step this worker runs was cancelled with terminate."""
+
+
+def _terminator(runtime: Runtime, worker: Any) -> Terminator | None:
+    """What terminates this worker's cancelled steps, if its pool can terminate tasks and it takes control
+    commands (a worker revokes its own tasks through them)."""
+    if not can_terminate(getattr(worker, "pool", None)):
+        logger.info("This worker's pool (%s) cannot terminate tasks: a step cancelled with terminate runs on and "
+                    "sees current_step().is_cancelled(). Use the prefork pool to terminate them.",
+                    type(getattr(worker, "pool", None)).__name__)
+        return None
+    if not runtime.app.conf.worker_enable_remote_control:
+        logger.warning("worker_enable_remote_control is off, so this worker cannot terminate steps cancelled with "
+                       "terminate (it revokes its own tasks through a control command); they see "
+                       "current_step().is_cancelled() instead.")
+        return None
+    return Terminator(runtime, worker.hostname)
+
+
 def install_bootstep(runtime: Runtime, timers: TimerBackend, events: WorkerEvents,
                      on_worker_start: Callable[[Any], None] | None = None,
                      schedules: ScheduleBook | None = None) -> None:
@@ -234,7 +258,7 @@ def install_bootstep(runtime: Runtime, timers: TimerBackend, events: WorkerEvent
             if on_worker_start is not None:
                 on_worker_start(worker)
             if runtime.settings.worker_services:
-                self.services = WorkerServices(runtime, timers, schedules)
+                self.services = WorkerServices(runtime, timers, schedules, _terminator(runtime, worker))
                 self.services.start()
 
         def stop(self, worker: Any) -> None:

@@ -17,6 +17,7 @@ from .canvas import CHAIN_WORKFLOW, ChainSleep, chain_label, encode, signature_o
 from .errors import ConfigurationError
 from .handle import RunHandle
 from .joining import OnCommit
+from .operations import Operations
 from .runtime import Runtime
 from .starting import start_run
 from .workflow import WorkflowContext
@@ -50,7 +51,7 @@ class DurableChain:
         run_id = start_run(self.runtime, workflow, (self.elements, list(args), kwargs), {}, label=self.label,
                            idempotency_key=idempotency_key, advance_now=self._tasks_known, connection=connection,
                            on_commit=on_commit)
-        return RunHandle(self.runtime.store, run_id)
+        return RunHandle(self.runtime.store, run_id, Operations(self.runtime.store, self.runtime.unit_of_work))
 
     def apply_async(self, args: Any = None, kwargs: dict[str, Any] | None = None, *,
                     idempotency_key: str | None = None, connection: Connection | None = None,

@@ -15,7 +15,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -31,11 +31,11 @@ from .cli_console import (
     tolerate_unencodable_output,
     warn_error,
 )
-from .cli_render import render_run, render_runs, render_workers
+from .cli_render import render_children, render_run, render_runs, render_workers
 from .cli_timeline import render_timeline, run_json, step_json
 from .durations import parse_duration
 from .errors import DurableError
-from .handle import RunRecord, load_run, load_steps
+from .handle import RunRecord, load_family, load_run, load_steps
 from .messages import Message
 from .operations import Operations
 from .outbox import UnitOfWork
@@ -247,16 +247,21 @@ def runs_list(ctx: click.Context, status: str | None, workflow: str | None, sinc
 @store_options
 @click.pass_context
 def runs_show(ctx: click.Context, run_id: str, show_tracebacks: bool, as_json: bool) -> None:
-    """A run and its timeline: each step, its attempts, durations, errors, sleeps and awaited events."""
+    """A run and its timeline: each step, its attempts, durations, errors, sleeps and awaited events; its
+    parent run and child runs."""
     store = _context(ctx).store
     run = _guarded(lambda: load_run(store, run_id))
     steps = _guarded(lambda: load_steps(store, run_id))
+    parent, children = _guarded(lambda: load_family(store, run_id))
     if as_json:
-        _print_json({"run": run_json(run), "steps": [step_json(step) for step in steps]})
+        _print_json({"run": run_json(run), "steps": [step_json(step) for step in steps],
+                     "parent": asdict(parent) if parent else None, "children": [asdict(child) for child in children]})
         return
     console = make_console()
-    console.print(render_run(run))
+    console.print(render_run(run, parent))
     console.print(render_timeline(steps))
+    if children:
+        console.print(render_children(children))
     if show_tracebacks:
         for step in steps:
             for attempt in step.attempts:
@@ -345,13 +350,18 @@ def runs_retry_step(ctx: click.Context, run_id: str | None, step: str | None, st
 @runs.command("cancel")
 @click.argument("run_id", required=False, callback=_journal_text)
 @click.option("--reason", default="cancelled by operator", show_default=True)
+@click.option("--terminate", is_flag=True,
+              help="Also stop the task steps running now: their workers terminate them (prefork pools).")
 @filter_options
 @store_options
 @click.pass_context
-def runs_cancel(ctx: click.Context, run_id: str | None, reason: str, **filters: Any) -> None:
-    """Cancel a run: nothing new starts, running steps can see it; or every run selected by the filters."""
+def runs_cancel(ctx: click.Context, run_id: str | None, reason: str, terminate: bool, **filters: Any) -> None:
+    """Cancel a run and its child runs: nothing new starts, running steps can see it (or, with --terminate,
+    are terminated); or every run selected by the filters."""
+    stopped = " Its running task steps are journaled cancelled; their workers terminate them." if terminate else ""
     _one_or_many(ctx, run_id, filters, verb="cancel", default_statuses=[*ACTIVE_RUN_STATUSES, RunStatus.FAILED],
-                 action=lambda ops, rid: ops.cancel(rid, reason), done=f"Run {run_id} is cancelled.")
+                 action=lambda ops, rid: ops.cancel(rid, reason, terminate=terminate),
+                 done=f"Run {run_id} is cancelled.{stopped}")
 
 
 @runs.command("fork")

@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .cli_console import literal
-from .handle import RunRecord, StepRecord
+from .handle import RunLink, RunRecord, StepRecord
 from .vocabulary import StepStatus
 
 STATUS_STYLE = {
@@ -53,14 +53,17 @@ def render_runs(runs: Sequence[RunRecord]) -> Table:
     return table
 
 
-def render_run(run: RunRecord) -> Table:
-    """One run's fields for ``durable runs show``."""
+def render_run(run: RunRecord, parent: RunLink | None = None) -> Table:
+    """One run's fields for ``durable runs show``; ``parent`` is the run that started it as a child."""
     table = Table(show_header=False, title=Text.assemble("Run ", literal(run.id)))
     table.add_column("field", style="bold")
     table.add_column("value", overflow="fold")
     rows: list[tuple[str, Text]] = [
         ("workflow", literal(run.workflow)), *([("label", literal(run.label))] if run.label else []),
         *([("forked from", literal(run.forked_from))] if run.forked_from else []),
+        *([("parent", literal(f"{parent.run_id} ({parent.workflow}, {parent.status}), its step "
+                                 f"#{parent.position} {parent.step_key}, attempt {parent.attempt}"))]
+          if parent else []),
         ("status", _status(run.status)),
         ("input", _short({"args": run.args, "kwargs": run.kwargs}, 200)),
         ("idempotency key", literal(run.idempotency_key or "")), ("code fingerprint", literal(run.fingerprint)),
@@ -72,6 +75,18 @@ def render_run(run: RunRecord) -> Table:
         rows.append(("error", literal(f"{run.error.get('type')}: {run.error.get('message')}")))
     for field, value in rows:
         table.add_row(field, value)
+    return table
+
+
+def render_children(children: Sequence[RunLink]) -> Table:
+    """The child runs of a run (``ctx.start_child``), each with the step and attempt that started it."""
+    table = Table(title=f"{len(children)} child run(s)")
+    for column in ("id", "workflow", "status", "started by step", "attempt"):
+        table.add_column(column, overflow="fold")
+    for child in children:
+        step = "" if child.step_key is None else f"#{child.position} {child.step_key}"
+        table.add_row(literal(child.run_id), literal(child.workflow), _status(child.status), literal(step),
+                      literal("" if child.attempt is None else str(child.attempt)))
     return table
 
 

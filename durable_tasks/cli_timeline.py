@@ -83,6 +83,8 @@ def _detail(step: StepRecord, now: float) -> Text:
         return literal(f"{waits} event {step.name}{timeout}")
     if step.kind == StepKind.MARKER:
         return literal(f"follows change {step.name}")
+    if step.kind == StepKind.CHILD and step.status == StepStatus.RUNNING:
+        return literal(f"waits for child run {step.child_run}")
     if step.status == StepStatus.RETRYING and step.error:
         when = f"next attempt {_when(step.due_at)} ({_relative(step.due_at, now)}); " if step.due_at else ""
         return literal(f"{when}{_error(step.error, short_type=True)}")

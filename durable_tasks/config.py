@@ -101,6 +101,9 @@ class Settings:
     kafka_producer: dict[str, Any] | None = field(default=None, repr=False)
     """librdkafka settings of the producer of your own records (``ctx.publish``), over the defaults
     (``acks=all``) and ``kafka_options``."""
+    chains: bool = False
+    """Start every Celery chain of the app's durable steps (``chain(...).delay()``, ``a.s() | b.s()``) as a durable
+    run; what it returns is a Celery ``AsyncResult`` over the run (see :mod:`durable_tasks.celery_chains`)."""
 
     def __post_init__(self) -> None:
         for name in ("heartbeat_interval", "worker_timeout", "redelivery_after", "timer_interval",

@@ -18,8 +18,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import outgoing, transitions
+from . import event_transitions, outgoing, transitions
 from .attempts import error_record
+from .children import cancel_request
 from .current import StepInfo, Tick, running_step
 from .errors import (
     ConfigurationError,
@@ -28,6 +29,7 @@ from .errors import (
     StepFailedError,
     Suspend,
     UnknownTaskError,
+    UnknownWorkflowError,
 )
 from .messages import step_request
 from .outbox import UnitOfWork
@@ -67,11 +69,14 @@ def advance(runtime: Runtime, run_id: str, *, uow: UnitOfWork | None = None, con
 
 def _advance(runtime: Runtime, uow: UnitOfWork, run_id: str, owner: str, consume: int | None) -> None:
     run = queries.lock_run(uow.conn, run_id)
-    if consume is not None:
-        announcement = queries.consume_outbox(uow.conn, consume).get("announce")  # an operator's change
-        if announcement and run is not None:
-            transitions.announce_run(uow, run, announcement)
+    payload = queries.consume_outbox(uow.conn, consume) if consume is not None else {}
+    if payload.get("announce") and run is not None:  # an operator's change
+        transitions.announce_run(uow, run, payload["announce"])
     if run is None or run.status not in ACTIVE_RUN_STATUSES:
+        return
+    cancel = payload.get("cancel") or _cancelled_parent(uow, run)
+    if cancel:  # the parent was cancelled: so is this child, and its own children
+        transitions.cancel_run(uow, run, cancel["reason"], terminate=bool(cancel.get("terminate")))
         return
     leased = run.lease_owner is not None and (run.lease_until or 0) >= time.time()
     if leased and (run.lease_owner != owner or runtime.identity.holds(run_id)):
@@ -102,6 +107,17 @@ def _advance(runtime: Runtime, uow: UnitOfWork, run_id: str, owner: str, consume
             lease.wake_seq = current.wake_seq  # woken while we replayed: replay once more
     finally:
         lease.drop()
+
+
+def _cancelled_parent(uow: UnitOfWork, run: LockedRun) -> dict[str, Any] | None:
+    """The cancel request of a child whose parent was cancelled, read at the child's advance: a busy worker may
+    finish the child's step before it gets to the request the parent's cancel queued (a read, no lock)."""
+    if run.parent_id is None:
+        return None
+    parent = queries.get_run(uow.conn, run.parent_id)
+    if parent is None or parent.status != RunStatus.CANCELLED:
+        return None
+    return cancel_request(parent.id, loads(parent.error) or {})
 
 
 class Lease:
@@ -246,7 +262,7 @@ class Replay:
         return transitions.start_sleep(self.uow, self.run.id, position, step_key, until)
 
     def start_wait(self, position: int, step_key: str, wait: EventWait, row: StepRow | None) -> StepRow:
-        return transitions.start_wait(self.uow, self.run.id, position, step_key, wait, exists=row is not None)
+        return event_transitions.start_wait(self.uow, self.run.id, position, step_key, wait, exists=row is not None)
 
     def record_marker(self, position: int, step_key: str) -> StepRow:
         return transitions.record_marker(self.uow, self.run.id, position, step_key)
@@ -264,3 +280,24 @@ class Replay:
         message, payload = outgoing.topic_message(self.run.id, f"{self.run.id}:{step_key}", topic, value, key,
                                                   max_bytes=self.runtime.settings.max_payload_bytes)
         return transitions.record_message(self.uow, self.run.id, position, step_key, message, payload)
+
+    def start_child(self, position: int, step_key: str, workflow: str, args: tuple[Any, ...],
+                    kwargs: dict[str, Any], row: StepRow | None) -> StepRow:
+        run_id = self.run.id
+        try:
+            definition = self.runtime.registry.get(workflow)  # UnknownWorkflowError names what is registered
+            # The child's input carries the parent's trace context, so its spans join the parent's trace.
+            call = {"args": list(args), "kwargs": kwargs, **({TRACE_KEY: self.trace} if self.trace else {})}
+            text = dumps(call, what=f"input of child step {step_key!r} in run {run_id}",
+                         max_bytes=self.runtime.settings.max_payload_bytes)
+        except (PayloadError, UnknownWorkflowError) as exc:
+            if row is not None:
+                raise  # a retried child whose workflow vanished: the run is parked with the error
+            error = error_record(exc, step_key=step_key, with_traceback=False)
+            return transitions.refuse_task(self.uow, run_id, position, step_key, workflow, error, kind=StepKind.CHILD)
+        # The step's retry policy (the parent workflow's) travels in its request: a child may finish in a worker
+        # that does not import the parent.
+        request = json.dumps({"workflow": definition.name, "retry": (self.workflow.retry or NO_RETRY).to_json()})
+        return transitions.start_child(self.uow, run_id, position, step_key, definition.name,
+                                       fingerprint=definition.fingerprint, input=text, request=request,
+                                       attempt=row.attempt if row is not None else 1, exists=row is not None)

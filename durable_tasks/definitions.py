@@ -9,6 +9,7 @@ from sqlalchemy import Connection
 
 from .handle import RunHandle
 from .joining import OnCommit
+from .operations import Operations
 from .registry import WorkflowDefinition
 from .retry import RetryPolicy
 from .runtime import Runtime
@@ -50,7 +51,7 @@ class Workflow(WorkflowDefinition, Generic[P, R]):
         """
         run_id = start_run(self.runtime, self, args, kwargs, idempotency_key=idempotency_key, connection=connection,
                            on_commit=on_commit)
-        return RunHandle(self.runtime.store, run_id)
+        return RunHandle(self.runtime.store, run_id, Operations(self.runtime.store, self.runtime.unit_of_work))
 
     def run(self, *args: Any, idempotency_key: str | None = None, **kwargs: Any) -> RunHandle:
         """Start a run and execute it in this process right away, like calling the function directly.
@@ -60,4 +61,4 @@ class Workflow(WorkflowDefinition, Generic[P, R]):
         resumes the run. ``run(...).result()`` returns at once for a workflow of inline steps.
         """
         run_id = start_run(self.runtime, self, args, kwargs, idempotency_key=idempotency_key, advance_now=True)
-        return RunHandle(self.runtime.store, run_id)
+        return RunHandle(self.runtime.store, run_id, Operations(self.runtime.store, self.runtime.unit_of_work))

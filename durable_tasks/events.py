@@ -24,7 +24,7 @@ from uuid import uuid4
 
 from sqlalchemy.exc import IntegrityError
 
-from . import tokens, transitions
+from . import event_transitions, tokens
 from .config import Settings
 from .durations import parse_duration
 from .errors import ConfigurationError, InvalidStateError, RunNotFoundError
@@ -126,10 +126,10 @@ class EventSender:
                     "not stored. To continue its work, start a new run (or `durable runs fork`).")
             wait = event_queries.wait_of_run(uow.conn, run.id, event.name)
             expires_at = time.time() + self.settings.event_retention
-            step = transitions.deliver_event(uow, wait, event, expires_at=expires_at) if wait else None
+            step = event_transitions.deliver_event(uow, wait, event, expires_at=expires_at) if wait else None
             if step is not None:
                 return _delivered(event, step)
-            transitions.keep_event(uow, event, expires_at=expires_at)
+            event_transitions.keep_event(uow, event, expires_at=expires_at)
             return EventReceipt(EventDelivery.KEPT, event.event_id, event.name, event.run_id, expires_at=expires_at)
 
     def _to_key(self, event: NewEvent) -> EventReceipt:
@@ -145,7 +145,7 @@ class EventSender:
                     current = event_queries.get_wait(uow.conn, wait.run_id, wait.position)
                     expires_at = time.time() + self.settings.event_retention
                     if run is not None and run.status in ACTIVE_RUN_STATUSES and current is not None:
-                        step = transitions.deliver_event(uow, current, event, expires_at=expires_at)
+                        step = event_transitions.deliver_event(uow, current, event, expires_at=expires_at)
                         if step is not None:
                             return _delivered(event, step)
                     continue  # that wait ended meanwhile: look again
@@ -153,7 +153,7 @@ class EventSender:
                 if event_queries.wait_on_key(uow.conn, event.key, event.name) is not None:
                     continue  # a wait committed meanwhile: start over, locking its run first
                 expires_at = time.time() + self.settings.event_retention
-                transitions.keep_event(uow, event, expires_at=expires_at)
+                event_transitions.keep_event(uow, event, expires_at=expires_at)
                 return EventReceipt(EventDelivery.KEPT, event.event_id, event.name, key=event.key,
                                     expires_at=expires_at)
         raise InvalidStateError(

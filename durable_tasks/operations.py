@@ -43,6 +43,7 @@ class Operations:
         """
         with self.unit_of_work() as uow:
             run = self._run(uow, run_id)
+            _refuse_reopening_a_child(uow, run)
             journal = queries.load_journal(uow.conn, run_id).values()
             if run.status != RunStatus.FAILED:
                 raise InvalidStateError(f"Run {run_id} is {run.status}; only failed runs can be resumed. "
@@ -69,18 +70,24 @@ class Operations:
             if run.status not in (RunStatus.FAILED, *ACTIVE_RUN_STATUSES):
                 raise InvalidStateError(f"Run {run_id} is {run.status}; it cannot continue.")
             if run.status == RunStatus.FAILED:
+                _refuse_reopening_a_child(uow, run)
                 transitions.reopen_run(uow, run, restart=[step])
             else:
                 transitions.restart_step(uow, step)
                 uow.send_advance(run_id)
 
-    def cancel(self, run_id: str, reason: str = "cancelled by operator") -> None:
-        """Cancel a run: nothing new starts; running steps see it through ``current_step().is_cancelled()``."""
+    def cancel(self, run_id: str, reason: str = "cancelled by operator", *, terminate: bool = False) -> None:
+        """Cancel a run and its child runs: nothing new starts; running steps see it through
+        ``current_step().is_cancelled()``.
+
+        With ``terminate`` the running task steps are journaled ``cancelled`` and the workers that run them
+        terminate them (a revoke with terminate, on pools that support it: prefork).
+        """
         with self.unit_of_work() as uow:
             run = self._run(uow, run_id)
             if run.status in (RunStatus.SUCCEEDED, RunStatus.CANCELLED):
                 raise InvalidStateError(f"Run {run_id} is {run.status}; there is nothing to cancel.")
-            transitions.cancel_run(uow, run, reason)
+            transitions.cancel_run(uow, run, reason, terminate=terminate)
 
     def fork(self, run_id: str, from_step: str, fingerprint: str | None = None) -> str:
         """Start a new run of the same workflow and input that reuses the journal before ``from_step``.
@@ -141,6 +148,18 @@ def _prune_filter(older_than: float, status: str | None) -> tuple[tuple[str, ...
             f"prune deletes only finished runs ({', '.join(FINISHED_RUN_STATUSES)}), not {status!r}."
         )
     return statuses, time.time() - older_than
+
+
+def _refuse_reopening_a_child(uow: UnitOfWork, run: RunRow) -> None:
+    """A finished child is not reopened on its own: its parent's step already took its failure. The parent's
+    step starts it again, as a new child run."""
+    if run.parent_id is None or run.parent_position is None:
+        return
+    step = queries.get_step(uow.conn, run.parent_id, run.parent_position)
+    key = shlex.quote(step.step_key) if step is not None else "STEP"
+    raise InvalidStateError(
+        f"Run {run.id} is a child run of {run.parent_id}, whose step {key} has already taken its failure. Run "
+        f"that step again instead, which starts the child anew: `durable runs retry-step {run.parent_id} {key}`.")
 
 
 def _instead_of_resume(run: RunRow, journal: list[StepRow]) -> str:

@@ -120,14 +120,18 @@ class UnitOfWork:
         if transaction is not None:
             transaction.__exit__(type(exc), exc, exc.__traceback__)
 
-    def send_advance(self, run_id: str, *, announce: Mapping[str, Any] | None = None) -> None:
+    def send_advance(self, run_id: str, *, announce: Mapping[str, Any] | None = None,
+                     cancel: Mapping[str, Any] | None = None) -> None:
         """Ask a coordinator to replay the run: an outbox row, published after commit.
 
         ``announce`` describes an operator's change that the worker consuming the message repeats to the
-        observers (see :func:`durable_tasks.transitions.announce_run`).
+        observers (see :func:`durable_tasks.transitions.announce_run`); ``cancel`` (``reason``, ``terminate``)
+        asks it to cancel the run instead (a parent's cancel reaching its children).
         """
         now = time.time()
-        payload = {"announce": announce} if announce else {}
+        payload: dict[str, Any] = {"announce": announce} if announce else {}
+        if cancel:
+            payload["cancel"] = dict(cancel)
         queue = self.publisher.queue_of(AdvanceMessage(run_id, None))
         outbox_id = queries.add_outbox(self.conn, run_id, OutboxKind.ADVANCE, payload, now,
                                        now + self.redelivery_after, queue)

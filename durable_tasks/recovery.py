@@ -16,7 +16,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from . import transitions
+from . import event_transitions, transitions
 from .runtime import Runtime
 from .store import health_queries, queries
 
@@ -62,7 +62,7 @@ def sweep(runtime: Runtime, *, limit: int = 500) -> SweepReport:
             uow.send_advance(run_id)
             report.stalled += 1
         health_queries.forget_workers(uow.conn, now - 100 * settings.worker_timeout)
-        transitions.forget_expired_events(uow, now, limit)
+        event_transitions.forget_expired_events(uow, now, limit)
     if report.leases_broken:
         logger.warning("Sweeper broke %d expired run lease(s): their coordinator died; advanced again.",
                        report.leases_broken)

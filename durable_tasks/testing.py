@@ -29,6 +29,12 @@ timeout, or times out (the clock jumps to the deadline). That tests both branche
 
 A wait without a timeout and without a matching event leaves the run ``waiting``
 (``outcome.status``, ``outcome.waiting_for``), as a real run would stay.
+
+Child runs (``ctx.start_child``, ``ctx.run_child``) run eagerly too, on the same clock and with the same
+events; ``outcome.children`` holds each child's own outcome by step key::
+
+    outcome = run_eagerly(fulfil_order, 42)
+    assert outcome.children["shop.ship_parcel"].result == {"parcel": 42}
 """
 
 from __future__ import annotations
@@ -43,10 +49,11 @@ from uuid import uuid4
 
 from .attempts import after_failure, error_record
 from .chain import CHAIN_WORKFLOW, DurableChain
+from .children import after_child_failure, child_failure
 from .current import StepInfo, running_step
 from .definitions import Workflow
 from .durations import epoch_seconds, parse_duration
-from .errors import Suspend
+from .errors import StepFailedError, Suspend
 from .messages import OwnMessage
 from .outgoing import OutgoingBuffer, task_message, topic_message
 from .records import EventWait, StepRow, WrittenStep, check_text
@@ -122,6 +129,8 @@ class EagerOutcome:
     sent: list[OwnMessage] = field(default_factory=list)
     """The messages of your own the run sent (``ctx.send_task``, ``ctx.publish``, and those of steps that
     succeeded: ``current_step().send_task`` / ``.publish``), in order; nothing leaves the process."""
+    children: dict[str, EagerOutcome] = field(default_factory=dict)
+    """The outcome of each child run, by its step key (the latest attempt of a retried child)."""
 
     @property
     def step_keys(self) -> list[str]:
@@ -233,6 +242,34 @@ class _EagerWriter:
         return self._journal(WrittenStep(self.run_id, position, step_key, StepKind.MESSAGE, name,
                                          StepStatus.SUCCEEDED, request=payload, result=json.dumps(message.id)))
 
+    def start_child(self, position: int, step_key: str, workflow: str, args: tuple[Any, ...],
+                    kwargs: dict[str, Any], row: StepRow | None) -> StepRow:
+        definition = self.runtime.registry.get(workflow)
+        policy = self.workflow.retry or NO_RETRY
+        attempt = 1
+        while True:
+            child = EagerOutcome(result=None, clock=self.outcome.clock)
+            self.outcome.children[step_key] = child
+            try:
+                _run(self.runtime, definition, args, kwargs, child, self.arrivals)
+            except Exception as exc:  # the child run failed: its step fails, or the policy starts another child
+                cause = _run_error(exc)
+                failure = child_failure(f"eager-child-{attempt}", workflow, RunStatus.FAILED, json.dumps(cause),
+                                        step_key=step_key, attempt=attempt)
+                if after_child_failure(json.dumps({"retry": policy.to_json()}), attempt, RunStatus.FAILED,
+                                       failure).retry:
+                    attempt += 1
+                    continue
+                return self._journal(WrittenStep(self.run_id, position, step_key, StepKind.CHILD, workflow,
+                                                 StepStatus.FAILED, attempt, error=json.dumps(failure)))
+            if child.status == RunStatus.WAITING:  # it waits for an event nobody sends: so does this run
+                self.outcome.waiting_for = child.waiting_for
+                return WrittenStep(self.run_id, position, step_key, StepKind.CHILD, workflow, StepStatus.RUNNING,
+                                   attempt)
+            return self._journal(WrittenStep(self.run_id, position, step_key, StepKind.CHILD, workflow,
+                                             StepStatus.SUCCEEDED, attempt,
+                                             result=dumps(child.result, what=f"result of child {step_key!r}")))
+
 
 def run_eagerly(target: Workflow[Any, Any] | DurableChain, *args: Any, events: Iterable[Event] = (),
                 clock: Clock | None = None, **kwargs: Any) -> EagerOutcome:
@@ -258,8 +295,16 @@ def run_eagerly(target: Workflow[Any, Any] | DurableChain, *args: Any, events: I
         workflow = target
     outcome = EagerOutcome(result=None, clock=clock or Clock())
     arrivals = _arrivals(events, outcome.clock.now())
+    _run(target.runtime, workflow, args, kwargs, outcome, arrivals)
+    outcome.undelivered = [arrival.event for arrival in arrivals]
+    return outcome
+
+
+def _run(runtime: Runtime, workflow: WorkflowDefinition, args: Any, kwargs: dict[str, Any], outcome: EagerOutcome,
+         arrivals: list[_Arrival]) -> None:
+    """Call ``workflow`` once against an empty journal; what it did goes into ``outcome``."""
     run_id = f"eager-{uuid4().hex[:8]}"
-    writer = _EagerWriter(target.runtime, workflow, run_id, outcome, arrivals)
+    writer = _EagerWriter(runtime, workflow, run_id, outcome, arrivals)
     ctx = WorkflowContext(run_id, workflow.name, {}, writer)
     call = loads(dumps({"args": list(args), "kwargs": kwargs}, what=f"input of workflow {workflow.name!r}"))
     try:
@@ -268,8 +313,13 @@ def run_eagerly(target: Workflow[Any, Any] | DurableChain, *args: Any, events: I
         outcome.status = RunStatus.WAITING
     else:
         outcome.result = loads(dumps(value, what=f"result of workflow {workflow.name!r}"))
-    outcome.undelivered = [arrival.event for arrival in arrivals]
-    return outcome
+
+
+def _run_error(exc: Exception) -> dict[str, Any]:
+    """The error a real run would be parked with (a failed step keeps the step's original error type)."""
+    if isinstance(exc, StepFailedError):
+        return {"type": exc.error_type, "message": exc.error_message}
+    return error_record(exc, with_traceback=False)
 
 
 def _arrivals(events: Iterable[Event], start: float) -> list[_Arrival]:

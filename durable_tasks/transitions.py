@@ -10,8 +10,16 @@ Runs: :func:`create_run`, :func:`settle_run`, :func:`reopen_run`, :func:`cancel_
 Steps: :func:`dispatch_task`, :func:`refuse_task`, :func:`claim_task`, :func:`start_inline`,
 :func:`attempt_succeeded`, :func:`attempt_failed`, :func:`attempt_lost`, :func:`next_attempt`,
 :func:`restart_step`, :func:`start_sleep`, :func:`fire_timer`, :func:`record_marker`, :func:`record_message`.
+Child runs: :func:`start_child`; a finishing child settles its parent's step in :func:`settle_run` and
+:func:`cancel_run`.
 Announcements (nothing written, see :func:`announce_run`): :func:`announce_run`.
 Events: :func:`start_wait`, :func:`deliver_event`, :func:`keep_event`, :func:`forget_expired_events`.
+
+Lock order between runs: a child's row before its parent's, never the reverse. The transaction that finishes
+a child (its coordinator's or a cancel's) holds the child's row, then locks the parent's to settle the
+``child`` step. A parent's advance only inserts its children (new rows nobody else can hold), and a parent's
+cancel locks the parent alone and asks each active child to cancel itself (an ``advance`` outbox row carrying
+the request). No transaction holds a parent while it waits for a child, so a family cannot deadlock.
 """
 
 from __future__ import annotations
@@ -26,12 +34,13 @@ from typing import Any
 from uuid import uuid4
 
 from .attempts import CeleryRetry, after_failure, error_record
+from .children import after_child_failure, cancel_request, child_failure, child_run_id
 from .durations import describe
 from .errors import EventTimeoutError, WorkerLostError
 from .messages import OwnMessage, StepMessage, TaskMessage
 from .observe import Transition
 from .outbox import UnitOfWork
-from .records import EventWait, LockedRun, NewEvent, RunRow, StepRow, TimerRow, WaitRow, WrittenStep
+from .records import LockedRun, RunRow, StepRow, TimerRow, WrittenStep
 from .retry import RetryPolicy
 from .serialization import loads
 from .store import event_queries, queries
@@ -65,21 +74,22 @@ def _note_step(uow: UnitOfWork, step: StepRow | WrittenStep, status: str, attemp
 
 def create_run(uow: UnitOfWork, *, run_id: str, workflow: str, input: str, fingerprint: str,
                idempotency_key: str | None = None, label: str | None = None, forked_from: str | None = None,
-               schedule: str | None = None, scheduled_for: float | None = None) -> None:
+               schedule: str | None = None, scheduled_for: float | None = None, parent_id: str | None = None,
+               parent_position: int | None = None) -> None:
     """A new ``pending`` run; the caller asks for its first advance (or advances it in this transaction).
 
     ``label`` is what operators see instead of the workflow's name; ``forked_from`` the run a fork copies;
-    ``schedule`` and ``scheduled_for`` name the schedule and nominal tick that started it (``ctx.tick``).
+    ``schedule`` and ``scheduled_for`` name the schedule and nominal tick that started it (``ctx.tick``);
+    ``parent_id`` and ``parent_position`` the run and ``child`` step that started it (:func:`start_child`).
     """
     now = time.time()
-    detail: dict[str, Any] = {"workflow": workflow}
-    tick: dict[str, Any] = {}
-    if schedule is not None:
-        tick = {"schedule": schedule, "scheduled_for": scheduled_for}
-        detail.update(tick)
+    extra: dict[str, Any] = {"schedule": schedule, "scheduled_for": scheduled_for} if schedule is not None else {}
+    if parent_id is not None:
+        extra.update(parent_id=parent_id, parent_position=parent_position)
+    detail: dict[str, Any] = {"workflow": workflow, **extra}
     queries.insert_run(uow.conn, id=run_id, workflow=workflow, status=RunStatus.PENDING, input=input,
                        idempotency_key=idempotency_key, fingerprint=fingerprint, label=label, forked_from=forked_from,
-                       created_at=now, updated_at=now, **tick)
+                       created_at=now, updated_at=now, **extra)
     uow.note(Transition("run", run_id, RunStatus.PENDING, now, detail=detail))
 
 
@@ -121,6 +131,8 @@ def settle_run(uow: UnitOfWork, run: LockedRun, outcome: RunOutcome, *, lease_ow
         if outcome.error is not None:
             detail["error"] = outcome.error
         uow.note(Transition("run", run.id, outcome.status, now, detail=detail))
+    if outcome.finished:
+        _settle_parent_step(uow, run, outcome.status, outcome.result, outcome.error)
     return True
 
 
@@ -136,20 +148,33 @@ def reopen_run(uow: UnitOfWork, run: RunRow, *, restart: Iterable[StepRow] = ())
     uow.send_advance(run.id, announce={"announced": ANNOUNCE_RESUMED})
 
 
-def cancel_run(uow: UnitOfWork, run: RunRow, reason: str) -> None:
-    """Cancel a run: its timers, queued advances and pending steps end; running steps can notice."""
+def cancel_run(uow: UnitOfWork, run: LockedRun, reason: str, *, terminate: bool = False) -> None:
+    """Cancel a run: its timers, queued advances, pending steps and children end; running steps can notice.
+
+    ``terminate`` also journals its running task steps ``cancelled``, which their workers act on
+    (:mod:`durable_tasks.termination`); children get the same request (see the lock order above).
+    """
     now = time.time()
     queries.cancel_timers(uow.conn, run.id, None, now)
     event_queries.delete_waits(uow.conn, run.id)
     queries.delete_outbox_of(uow.conn, run.id)
     queries.cancel_pending_steps(uow.conn, run.id, (StepStatus.DISPATCHED, StepStatus.RETRYING,
                                                     StepStatus.SLEEPING, StepStatus.WAITING), StepStatus.CANCELLED, now)
-    error = _compact({"type": "cancelled", "message": reason})
+    error = _compact({"type": "cancelled", "message": reason, **({"terminate": True} if terminate else {})})
+    stopped = (StepKind.CHILD, StepKind.TASK) if terminate else (StepKind.CHILD,)
+    for step in queries.load_journal(uow.conn, run.id).values():
+        if step.status == StepStatus.RUNNING and step.kind in stopped:
+            queries.update_step(uow.conn, run.id, step.position, status=StepStatus.CANCELLED, error=error,
+                                finished_at=now)
+            _note_step(uow, step, StepStatus.CANCELLED, error=error, terminate=step.kind == StepKind.TASK)
+    for child in queries.children_of(uow.conn, run.id, active_only=True):
+        uow.send_advance(child.id, cancel=cancel_request(run.id, loads(error)))
     queries.update_run(uow.conn, run.id, status=RunStatus.CANCELLED, lease_owner=None, lease_until=None,
                        error=error, finished_at=now, updated_at=now)
     uow.note(Transition("run", run.id, RunStatus.CANCELLED, now, detail={"workflow": run.workflow,
                                                                          "previous": run.status, "error": error}))
     uow.send_advance(run.id, announce={"announced": ANNOUNCE_CANCELLED, "error": error})  # see announce_run
+    _settle_parent_step(uow, run, RunStatus.CANCELLED, None, error)
 
 
 ANNOUNCE_RESUMED = "resumed"
@@ -211,13 +236,14 @@ def dispatch_task(uow: UnitOfWork, run_id: str, position: int, step_key: str, na
 
 
 def refuse_task(uow: UnitOfWork, run_id: str, position: int, step_key: str, name: str,
-                error: Mapping[str, Any]) -> WrittenStep:
-    """Journal a task step that could not be sent (unknown task, bad arguments) as ``failed``."""
+                error: Mapping[str, Any], *, kind: StepKind = StepKind.TASK) -> WrittenStep:
+    """Journal a task (or child) step that could not start (unknown task or workflow, bad arguments) as
+    ``failed``."""
     now = time.time()
     text = _compact(error)
-    queries.insert_step(uow.conn, run_id=run_id, position=position, step_key=step_key, kind=StepKind.TASK,
+    queries.insert_step(uow.conn, run_id=run_id, position=position, step_key=step_key, kind=kind,
                         name=name, status=StepStatus.FAILED, attempt=1, error=text, created_at=now, finished_at=now)
-    step = WrittenStep(run_id, position, step_key, StepKind.TASK, name, StepStatus.FAILED, error=text)
+    step = WrittenStep(run_id, position, step_key, kind, name, StepStatus.FAILED, error=text)
     _note_step(uow, step, StepStatus.FAILED, error=text)
     return step
 
@@ -268,7 +294,7 @@ def _record_attempt(uow: UnitOfWork, step: StepRow | WrittenStep, attempt: int, 
 
 
 def attempt_succeeded(uow: UnitOfWork, step: StepRow | WrittenStep, attempt: int, result: str, *,
-                      worker: str, started_at: float, messages: Sequence[tuple[OwnMessage, str]] = ()) -> bool:
+                      worker: str | None, started_at: float, messages: Sequence[tuple[OwnMessage, str]] = ()) -> bool:
     """Journal the result of ``step``; False when another delivery journaled it already (a duplicate).
 
     Any attempt's result is accepted while the step is unfinished: a worker presumed dead that still
@@ -365,13 +391,62 @@ def next_attempt(uow: UnitOfWork, step: StepRow, **detail: Any) -> None:
 
 def restart_step(uow: UnitOfWork, step: StepRow) -> None:
     """An operator runs a failed (or retrying) step again now, with a fresh retry budget."""
-    if step.kind == StepKind.TASK and not step.request:
-        # It failed before its message left (unknown task, bad arguments): the replay starts it afresh.
+    if step.kind in (StepKind.TASK, StepKind.CHILD) and not step.request:
+        # It failed before it started (unknown task or workflow, bad arguments): the replay starts it afresh.
         queries.delete_step(uow.conn, step.run_id, step.position)
         return
     queries.cancel_timers(uow.conn, step.run_id, step.position, time.time())
     _record_attempt(uow, step, step.attempt + 1, AttemptStatus.RESUMED, worker=None, started_at=None)
     next_attempt(uow, step)
+
+
+# --- child runs --------------------------------------------------------------------------------------
+
+def start_child(uow: UnitOfWork, parent_id: str, position: int, step_key: str, workflow: str, *, fingerprint: str,
+                input: str, request: str, attempt: int, exists: bool) -> WrittenStep:
+    """Journal attempt ``attempt`` of a ``child`` step as ``running`` and create its child run (first advance
+    after this commit); ``exists``: a retry or an operator's restart of the step."""
+    now = time.time()
+    child_id = child_run_id(parent_id, step_key, attempt)
+    create_run(uow, run_id=child_id, workflow=workflow, input=input, fingerprint=fingerprint, parent_id=parent_id,
+               parent_position=position)
+    uow.send_advance(child_id)
+    if exists:
+        queries.update_step(uow.conn, parent_id, position, status=StepStatus.RUNNING, attempt=attempt, request=request,
+                            error=None, result=None, started_at=now, finished_at=None)
+    else:
+        queries.insert_step(uow.conn, run_id=parent_id, position=position, step_key=step_key, kind=StepKind.CHILD,
+                            name=workflow, status=StepStatus.RUNNING, attempt=attempt, request=request,
+                            created_at=now, started_at=now)
+    step = WrittenStep(parent_id, position, step_key, StepKind.CHILD, workflow, StepStatus.RUNNING, attempt,
+                       request=request, created_at=now, started_at=now)
+    _note_step(uow, step, StepStatus.RUNNING, child=child_id)
+    return step
+
+
+def _settle_parent_step(uow: UnitOfWork, run: LockedRun, status: str, result: str | None, error: str | None) -> None:
+    """A finished child settles its parent's ``child`` step in its final transaction, locking the parent's row
+    after its own (see the lock order above); nothing happens when the step no longer waits for this child."""
+    if run.parent_id is None or run.parent_position is None:
+        return
+    queries.lock_run(uow.conn, run.parent_id)
+    step = queries.get_step(uow.conn, run.parent_id, run.parent_position)
+    if step is None or step.status != StepStatus.RUNNING \
+            or child_run_id(step.run_id, step.step_key, step.attempt) != run.id:
+        logger.info("Child run %s finished %s; its parent %s no longer waits for it.", run.id, status, run.parent_id)
+        return
+    if status == RunStatus.SUCCEEDED:
+        attempt_succeeded(uow, step, step.attempt, result or "null", worker=None,
+                          started_at=step.started_at or time.time())
+        uow.send_advance(step.run_id)
+        return
+    failure = child_failure(run.id, run.workflow, status, error, step_key=step.step_key, attempt=step.attempt)
+    _record_attempt(uow, step, step.attempt, AttemptStatus.FAILED, worker=None, started_at=step.started_at,
+                    error=failure)
+    used = queries.attempts_since_resume(uow.conn, step.run_id, step.position)
+    decision = after_child_failure(step.request, used, status, failure)
+    if _fail_or_retry(uow, step, failure, decision.retry, decision.delay, child=run.id) == StepStatus.FAILED:
+        uow.send_advance(step.run_id)
 
 
 # --- sleeps, timers and markers ----------------------------------------------------------------------
@@ -438,85 +513,7 @@ def fire_timer(uow: UnitOfWork, timer: TimerRow) -> bool:
     return True
 
 
-# --- event waits -------------------------------------------------------------------------------------
-
-
-def start_wait(uow: UnitOfWork, run_id: str, position: int, step_key: str, wait: EventWait, *,
-               exists: bool) -> WrittenStep:
-    """Journal an event wait: it takes a kept event at once, times out at once (``timeout=0``), or waits.
-
-    A waiting step gets a row in ``durable_waits`` (how senders find it) and, with a timeout, a timer.
-    ``exists``: an operator restarted this wait (``durable runs resume`` after a timeout).
-    """
-    queries.lock_run(uow.conn, run_id)  # again: after an inline step this transaction no longer holds it
-    if wait.key is not None:
-        event_queries.lock_correlation_key(uow.conn, wait.key)
-    now = time.time()
-    request = _compact(wait.request())
-    columns: dict[str, Any] = {"request": request, "error": None, "result": None, "finished_at": None}
-    while True:  # the kept event is locked (PostgreSQL) or the database is (SQLite): a retry is rare
-        signal = event_queries.kept_signal(uow.conn, run_id, wait.key, wait.name, now)
-        if signal is None or event_queries.consume_signal(uow.conn, signal.id, run_id, position, now):
-            break
-    if signal is not None:
-        columns.update(status=StepStatus.SUCCEEDED, result=signal.payload, finished_at=now)
-        detail: dict[str, Any] = {"event": wait.name, "event_id": signal.event_id}
-    elif wait.until is not None and wait.until <= now:
-        columns.update(status=StepStatus.FAILED, error=_compact(event_timeout_error(step_key, wait.request())),
-                       finished_at=now)
-        detail = {"event": wait.name, "error": columns["error"]}
-    else:
-        columns["status"] = StepStatus.WAITING
-        event_queries.insert_wait(uow.conn, run_id=run_id, position=position, name=wait.name, correlation_key=wait.key,
-                            created_at=now)
-        if wait.until is not None:
-            arm_timer(uow, run_id, position, TimerPurpose.EVENT_TIMEOUT, wait.until)
-        detail = {"event": wait.name, "key": wait.key, "due_at": wait.until}
-    if exists:
-        queries.update_step(uow.conn, run_id, position, **columns)
-    else:
-        queries.insert_step(uow.conn, run_id=run_id, position=position, step_key=step_key, kind=StepKind.EVENT,
-                            name=wait.name, created_at=now, **columns)
-    step = WrittenStep(run_id, position, step_key, StepKind.EVENT, wait.name, columns["status"], request=request,
-                       result=columns["result"], error=columns["error"], created_at=now,
-                       finished_at=columns["finished_at"])
-    _note_step(uow, step, columns["status"], **detail)
-    return step
-
-
-def deliver_event(uow: UnitOfWork, wait: WaitRow, event: NewEvent, *, expires_at: float) -> StepRow | None:
-    """Give a new event to a waiting step (its run locked by the caller) and advance the run.
-
-    The event is journaled as consumed by that step, so sending it again with the same id is a no-op.
-    Returns the step; None when it no longer waits (it timed out or was cancelled meanwhile): nothing is
-    written then.
-    """
-    now = time.time()
-    step = queries.get_step(uow.conn, wait.run_id, wait.position)
-    if step is None or step.status != StepStatus.WAITING:
-        return None
-    event_queries.insert_signal(uow.conn, event_id=event.event_id, name=event.name, run_id=wait.run_id,
-                          correlation_key=event.key, payload=event.payload, created_at=now, expires_at=expires_at,
-                          consumed_at=now, consumed_position=wait.position)
-    queries.update_step(uow.conn, wait.run_id, wait.position, status=StepStatus.SUCCEEDED, result=event.payload,
-                        finished_at=now)
-    event_queries.delete_waits(uow.conn, wait.run_id, wait.position)
-    queries.cancel_timers(uow.conn, wait.run_id, wait.position, now)
-    _note_step(uow, step, StepStatus.SUCCEEDED, event=event.name, event_id=event.event_id)
-    uow.send_advance(wait.run_id)
-    return step
-
-
-def keep_event(uow: UnitOfWork, event: NewEvent, *, expires_at: float) -> None:
-    """Keep an event that no run waits for yet, for the first matching wait until ``expires_at``."""
-    event_queries.insert_signal(uow.conn, event_id=event.event_id, name=event.name, run_id=event.run_id,
-                          correlation_key=event.key, payload=event.payload, created_at=time.time(),
-                          expires_at=expires_at)
-
-
-def forget_expired_events(uow: UnitOfWork, now: float, limit: int = 500) -> int:
-    """Delete events that expired before any wait took them (the sweeper); returns how many."""
-    return event_queries.delete_expired_signals(uow.conn, now, limit)
+# --- event waits (their other transitions are in event_transitions.py) -----------------------------
 
 
 def event_timeout_error(step_key: str, request: Mapping[str, Any]) -> dict[str, Any]:

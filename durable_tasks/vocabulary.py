@@ -44,12 +44,13 @@ PENDING_STEP_STATUSES: tuple[StepStatus, ...] = (StepStatus.DISPATCHED, StepStat
 
 class StepKind(StrEnum):
     """What a step is: a Celery task, a function run by the coordinator, a durable sleep, a wait for an outside
-    event, a patch marker, or a message of the user's own (``ctx.send_task``, ``ctx.publish``)."""
+    event, a child run, a patch marker, or a message of the user's own (``ctx.send_task``, ``ctx.publish``)."""
 
     TASK = "task"
     INLINE = "inline"
     SLEEP = "sleep"
     EVENT = "event"
+    CHILD = "child"
     MARKER = "marker"
     MESSAGE = "message"
 

@@ -18,6 +18,7 @@ from .current import Tick
 from .durations import describe, epoch_seconds, parse_duration
 from .errors import ConfigurationError, EventTimeoutError, NonDeterminismError, StepFailedError, Suspend
 from .records import EventWait, StepRow, check_text
+from .registry import WorkflowDefinition
 from .serialization import loads
 from .vocabulary import StepKind, StepStatus
 
@@ -52,9 +53,13 @@ class JournalWriter(Protocol):
 
     def publish(self, position: int, step_key: str, topic: str, value: Any, key: str | bytes | None) -> StepRow: ...
 
+    def start_child(self, position: int, step_key: str, workflow: str, args: tuple[Any, ...],
+                    kwargs: dict[str, Any], row: StepRow | None) -> StepRow: ...
+
 
 class StepFuture:
-    """A step started with :meth:`WorkflowContext.run_async`; pass it to :meth:`WorkflowContext.gather`."""
+    """A step started with :meth:`WorkflowContext.run_async` or :meth:`WorkflowContext.start_child`; pass it to
+    :meth:`WorkflowContext.gather`."""
 
     __slots__ = ("_row", "step_key")
 
@@ -153,6 +158,35 @@ class WorkflowContext:
             if not future.done():
                 future.result()  # suspends
         return [future.result() for future in futures]
+
+    def start_child(self, workflow: WorkflowDefinition | str, /, *args: Any, **kwargs: Any) -> StepFuture:
+        """Start a run of ``workflow`` (a workflow or its name) as a child of this run, without waiting for it.
+
+        The child is a run of its own (``durable runs show`` links the two), journaled here as a ``child``
+        step keyed by the workflow's name; a replay of this run never starts it twice. Collect it with
+        :meth:`gather` (fan-out, fan-in)::
+
+            parcels = ctx.gather(*(ctx.start_child(ship_parcel, parcel) for parcel in parcels))
+
+        A child that fails fails this step (the workflow's ``retry`` policy may start it again, as a new child
+        run); cancelling this run cancels its children.
+        """
+        name = workflow if isinstance(workflow, str) else getattr(workflow, "name", None)
+        if not isinstance(name, str):
+            raise TypeError(f"ctx.start_child() takes a workflow or its name, not {type(workflow).__name__}")
+        position, key, row = self._replayed(StepKind.CHILD, name)
+        if row is None or row.status == StepStatus.DISPATCHED:  # new, retried, or restarted by an operator
+            row = self._writer.start_child(position, key, name, args, kwargs, row)
+        return StepFuture(key, row)
+
+    def run_child(self, workflow: WorkflowDefinition | str, /, *args: Any, **kwargs: Any) -> Any:
+        """Run ``workflow`` as a child run and return its result (suspending this run until it finishes)::
+
+            receipt = ctx.run_child(ship_parcel, order_id)
+
+        Raises :class:`StepFailedError` (with the child's error type) when the child failed for good.
+        """
+        return self.start_child(workflow, *args, **kwargs).result()
 
     def step(self, name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run ``fn(*args, **kwargs)`` in the coordinator as a journaled inline step and return its result.

@@ -12,10 +12,11 @@ from collections.abc import Sequence
 from itertools import takewhile
 from typing import Any, cast
 
-from sqlalchemy import Connection, bindparam, delete, insert, literal, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, insert, literal, or_, select, update
 
 from ..records import AttemptRow, LockedRun, RunRow, StepRow, TimerRow
 from ..vocabulary import (
+    ACTIVE_RUN_STATUSES,
     PENDING_STEP_STATUSES,
     AttemptStatus,
     OutboxKind,
@@ -27,7 +28,8 @@ from .schema import attempts, outbox, runs, signals, steps, timers, waits
 # Hot-path statements, built once: building and hashing a statement costs more than running it here.
 _LOCK_RUN = (
     select(runs.c.id, runs.c.workflow, runs.c.status, runs.c.input, runs.c.lease_owner, runs.c.lease_until,
-           runs.c.wake_seq, runs.c.created_at, runs.c.schedule, runs.c.scheduled_for)
+           runs.c.wake_seq, runs.c.created_at, runs.c.schedule, runs.c.scheduled_for, runs.c.parent_id,
+           runs.c.parent_position)
     .where(runs.c.id == bindparam("run_id"))
     .with_for_update()
 )
@@ -113,6 +115,14 @@ def renew_leases(conn: Connection, owner: str, run_ids: Sequence[str], lease_unt
         .where(runs.c.id.in_(run_ids), runs.c.lease_owner == owner)
         .values(lease_until=lease_until)
     )
+
+
+def children_of(conn: Connection, run_id: str, *, active_only: bool = False) -> list[RunRow]:
+    """The child runs of ``run_id`` (every attempt of each child step), oldest first."""
+    query = select(runs).where(runs.c.parent_id == run_id).order_by(runs.c.created_at)
+    if active_only:
+        query = query.where(runs.c.status.in_(ACTIVE_RUN_STATUSES))
+    return cast("list[RunRow]", list(conn.execute(query)))
 
 
 def finished_runs_before(conn: Connection, cutoff: float, statuses: Sequence[str], limit: int) -> list[str]:
@@ -219,6 +229,16 @@ def cancel_pending_steps(conn: Connection, run_id: str, statuses: Sequence[str],
         .where(steps.c.run_id == run_id, steps.c.status.in_(list(statuses)))
         .values(status=status, finished_at=now)
     )
+
+
+def cancelled_steps(conn: Connection, addresses: Sequence[tuple[str, int]]) -> set[tuple[str, int]]:
+    """Which of the steps at ``(run_id, position)`` are journaled ``cancelled`` (primary-key lookups)."""
+    if not addresses:
+        return set()
+    query = select(steps.c.run_id, steps.c.position).where(
+        steps.c.status == StepStatus.CANCELLED,
+        or_(*(and_(steps.c.run_id == run_id, steps.c.position == position) for run_id, position in addresses)))
+    return {(run_id, position) for run_id, position in conn.execute(query)}
 
 
 def insert_attempt(conn: Connection, **values: Any) -> None:

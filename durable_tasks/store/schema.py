@@ -55,8 +55,14 @@ runs = Table(
     # Set on runs a schedule started: its name and the tick's nominal instant (``ctx.tick``, ``durable cron``).
     Column("schedule", String(255)),
     Column("scheduled_for", Float),
+    # Set on a child run (``ctx.start_child``): the parent run and the position of its ``child`` step.
+    Column("parent_id", String(36)),
+    Column("parent_position", Integer),
     Index(None, "status", "updated_at"),
     Index(None, "schedule", "status"),
+    # Only child runs: a parent's children are found (cancel, ``runs show``) without indexing every run.
+    Index("ix_durable_runs_parent_id", "parent_id", postgresql_where=text("parent_id IS NOT NULL"),
+          sqlite_where=text("parent_id IS NOT NULL")),
 )
 
 steps = Table(

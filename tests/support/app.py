@@ -327,6 +327,19 @@ def build(*, store: str, broker: str, executions: str, flags: str, schema: str |
         ctx.sleep_until("alarm", datetime.fromtimestamp(epoch, UTC))
         return float(ctx.step("woke", time.time))
 
+    @durable.workflow(name="wf.parcel")
+    def parcel(ctx: Any, n: int, seconds: float, pause: float = 0.0) -> Any:
+        """A child run: a durable sleep of ``pause`` (if any), then one slow step recorded as ``parcel:<n>``."""
+        if pause:
+            ctx.sleep("pause", pause)
+        return ctx.run(slow, n, seconds, f"parcel:{n}")
+
+    @durable.workflow(name="wf.parcels")
+    def parcels(ctx: Any, count: int, seconds: float, pause: float = 0.0) -> list[Any]:
+        """A parent run: ``count`` children in parallel, then a last step of its own."""
+        shipped = ctx.gather(*(ctx.start_child(parcel, n, seconds, pause) for n in range(count)))
+        return [*shipped, ctx.run(mark, "all shipped", "parcels:done")]
+
     durable.runtime.publisher = _DiesBeforeSending(durable.runtime.publisher, flag_dir)
     tasks = {name: value for name, value in locals().items() if hasattr(value, "apply_async")}
     workflows = {name: value for name, value in locals().items() if hasattr(value, "fingerprint")}

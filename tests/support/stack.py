@@ -80,14 +80,14 @@ class Stack:
     # --- workers -------------------------------------------------------------------------------------
 
     def start_worker(self, *, pool: str = "solo", concurrency: int = 1, queues: str = "celery,other",
-                     name: str | None = None, wait: bool = True, extra: tuple[str, ...] = ()
-                     ) -> subprocess.Popen[bytes]:
+                     name: str | None = None, wait: bool = True, extra: tuple[str, ...] = (),
+                     app: str = "tests.support.worker") -> subprocess.Popen[bytes]:
         name = name or f"w{len(self.workers)}"
         log = open(self.directory / f"{name}.log", "ab")  # noqa: SIM115 - owned by the process
         # On RabbitMQ the worker heartbeat's timer is what wakes the event loop to notice a warm shutdown: without
         # it, stopping a worker there takes about 10 s.
         beat = () if self.vhost is not None else ("--without-heartbeat",)
-        command = [sys.executable, "-m", "celery", "-A", "tests.support.worker", "worker", f"--pool={pool}",
+        command = [sys.executable, "-m", "celery", "-A", app, "worker", f"--pool={pool}",
                    f"--concurrency={concurrency}", "-Q", queues, "-n", f"{name}-{self.tag}@%h",
                    "--loglevel=INFO", "--without-mingle", "--without-gossip", *beat, *extra]
         process = subprocess.Popen(command, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)

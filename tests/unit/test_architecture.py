@@ -15,7 +15,7 @@ STATE_WRITES = {
     "cancel_timers", "mark_handed_off", "insert_wait", "delete_waits", "insert_signal", "consume_signal",
     "delete_expired_signals",
 }
-TRANSITION_MODULES = {"transitions.py"}
+TRANSITION_MODULES = {"transitions.py", "event_transitions.py"}
 
 
 def _modules() -> dict[str, ast.Module]:

@@ -3,7 +3,8 @@
 import durable_tasks
 
 EXPECTED = [
-    "AttemptRecord", "CatchUp", "ChainSleep", "ConfigurationError", "Durable", "DurableChain", "DurableError",
+    "AttemptRecord", "CatchUp", "ChainSleep", "ConfigurationError", "Durable", "DurableAsyncResult", "DurableChain",
+    "DurableError",
     "EventDelivery", "EventReceipt", "EventTimeoutError", "EventTokenError", "IdempotencyConflictError",
     "InvalidStateError", "NonDeterminismError", "Overlap", "PayloadError", "PayloadTooLargeError",
     "ResultTimeoutError", "RetryPolicy", "RunCancelledError", "RunHandle", "RunNotFoundError", "RunRecord",
