@@ -211,7 +211,7 @@ class Service:
         with self.log.open("wb") as log:
             self.process = subprocess.Popen([sys.executable, "-m", "durable_tasks", "timers", "-A", APP],
                                             cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
+                                            start_new_session=True, preexec_fn=_die_with_parent)
         self.started = time.time()
         deadline = time.monotonic() + 60
         while "running on" not in self.log.read_text(errors="replace"):
@@ -256,3 +256,10 @@ class Service:
         """Timers the Kafka backend's reconciler fired from the database (it logs each batch)."""
         text = self.log.read_text(errors="replace")
         return sum(int(count) for count in re.findall(r"Reconciler fired (\d+) timer", text))
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL it if the benchmark dies, even by SIGKILL (Linux ``PR_SET_PDEATHSIG``)."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG

@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -128,6 +129,7 @@ def main() -> int:
     )
     if set(plan.backends) - {"database", "kafka"} or not plan.backends:
         parser.error(f"--backends takes database and/or kafka, not {args.backends!r}")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up (services, schemas, broker) as on Ctrl-C
     bench = Bench(plan)
     started = time.monotonic()
     try:
@@ -305,7 +307,7 @@ def report(outcome: Outcome) -> None:
 
 
 def print_capacity(capacity: dict[str, Outcome]) -> None:
-    print("\n### Capacity: timers all due at once, fired as fast as one timer service can\n")
+    print("\n**Capacity: timers all due at once, fired as fast as one timer service can**\n")
     print("| backend | due timers | fired | in s | timers/s | service CPU ms/timer |")
     print("|---|--:|--:|--:|--:|--:|")
     for backend, outcome in capacity.items():
@@ -320,7 +322,7 @@ def print_capacity(capacity: dict[str, Outcome]) -> None:
 
 def print_steady(plan: Plan, rate: float, capacity: float | None, steady: list[Outcome]) -> None:
     basis = f"{plan.fraction:g} x the lower capacity, {capacity:,.0f}/s" if plan.rate is None and capacity else "--rate"
-    print(f"\n### Steady runs: timers due at {rate:,.0f}/s ({basis}) for {plan.span:.0f} s\n")
+    print(f"\n**Steady runs: timers due at {rate:,.0f}/s ({basis}) for {plan.span:.0f} s**\n")
     print("| backend | far-future timers (SQL + Kafka) | due timers | fired/s | lateness p50 / p99 / max s | early "
           "| reconciler | RSS ready / peak MB | rows read/s | rows read / fired |")
     print("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
