@@ -32,25 +32,30 @@ class TimerBackend(Protocol):
 class DatabaseTimers:
     """The embedded timer backend: poll the timers table."""
 
-    def __init__(self, runtime: Runtime, *, batch: int = 200) -> None:
+    def __init__(self, runtime: Runtime, *, batch: int = 200, budget: float = 1.0) -> None:
         self.runtime = runtime
         self.batch = batch
+        self.budget = budget
+        """Seconds one call may spend on a backlog before it returns (the next call goes on), so the other duties
+        of the worker's service thread and a stop request are never held up for long."""
 
     def fire_due(self) -> int:
         """Fire every timer that is due now (in batches); returns how many fired."""
         return len(self.fire_overdue(time.time()))
 
     def fire_overdue(self, before: float) -> list[TimerRow]:
-        """Fire every pending timer due before ``before`` (in batches); returns those that fired."""
+        """Fire the pending timers due before ``before`` (in batches, for up to ``budget`` seconds); returns those
+        that fired."""
         with self.runtime.store.read() as conn:  # a read does not take SQLite's write lock
             if not queries.any_due_timer(conn, before):
                 return []
         fired: list[TimerRow] = []
+        deadline = time.monotonic() + self.budget
         while True:
             with self.runtime.unit_of_work() as uow:
                 due = queries.due_timers(uow.conn, before, self.batch)
                 fired += [timer for timer in due if transitions.fire_timer(uow, timer)]
-            if len(due) < self.batch:
+            if len(due) < self.batch or time.monotonic() > deadline:
                 return fired
 
     def start(self) -> None:

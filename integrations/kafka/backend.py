@@ -102,11 +102,12 @@ class KafkaTimers:
                 queries.delete_outboxes(conn, confirmed)
 
     def _hand_off(self) -> None:
+        deadline = time.monotonic() + self._reconciler.budget
         while True:
             with self.runtime.unit_of_work() as uow:
                 coming = queries.timers_to_hand_off(uow.conn, time.time() + self.window, self.batch)
                 transitions.hand_off_timers(uow, coming)
-            if len(coming) < self.batch:
+            if len(coming) < self.batch or time.monotonic() > deadline:
                 return
 
     def reconcile(self) -> int:
@@ -129,7 +130,7 @@ class KafkaTimers:
         self._consumer.start()
 
     def _consume(self) -> None:
-        service = KafkaTimerService(self.config, self.fire_record)
+        service = KafkaTimerService(self.config, self.fire_record, fire_batch=self.fire_records)
         try:
             while not self._stop.is_set():
                 try:
@@ -142,10 +143,16 @@ class KafkaTimers:
 
     def fire_record(self, record: TimerRecord) -> None:
         """Fire the timer a due record names; a timer already fired or gone (a pruned run) is done."""
+        self.fire_records([record])
+
+    def fire_records(self, records: list[TimerRecord]) -> None:
+        """Fire the timers of one poll's due records in one transaction, their runs locked in ``run_id`` order
+        (so two services never wait on each other in opposite orders)."""
         with self.runtime.unit_of_work() as uow:
-            timer = queries.get_timer(uow.conn, record.timer_id)
-            if timer is not None:
-                transitions.fire_timer(uow, timer)
+            for record in sorted(records, key=lambda record: (record.run_id, record.timer_id)):
+                timer = queries.get_timer(uow.conn, record.timer_id)
+                if timer is not None:
+                    transitions.fire_timer(uow, timer)
 
     def stop(self) -> None:
         """Stop the consumer and flush what the producer still holds."""

@@ -72,7 +72,8 @@ class KafkaMessageProducer:
                 f"{error.str()}. It stays in the outbox and is sent again; check the brokers and the topic."))
 
         key = message.key.encode() if isinstance(message.key, str) else message.key
-        headers = [(MESSAGE_ID_HEADER, message.id.encode()), (RUN_HEADER, message.run_id.encode())]
+        headers: list[tuple[str, str | bytes | None]] = [(MESSAGE_ID_HEADER, message.id.encode()),
+                                                         (RUN_HEADER, message.run_id.encode())]
         try:
             self._producer.produce(message.topic, encode_value(message.value), key, headers=headers,
                                    on_delivery=delivered)

@@ -29,6 +29,8 @@ from .records import Action, TimerRecord, decide
 logger = logging.getLogger("durable_tasks.integrations.kafka")
 
 FireCallback = Callable[[TimerRecord], None]
+BatchFireCallback = Callable[[list[TimerRecord]], None]
+"""Fires every due record of one poll together (one database transaction instead of one per record)."""
 """Fires one due timer; returns once the core's journaled transition committed, raises if it could not."""
 
 
@@ -50,9 +52,10 @@ class KafkaTimerService:
     """
 
     def __init__(self, config: KafkaTimerConfig, fire: FireCallback, *, clock: Callable[[], float] = time.time,
-                 assign: bool = False) -> None:
+                 assign: bool = False, fire_batch: BatchFireCallback | None = None) -> None:
         self._config = config
         self._fire = fire
+        self._fire_batch = fire_batch
         self._clock = clock
         self._assign = assign
         self._tiers = config.topics()
@@ -121,6 +124,7 @@ class KafkaTimerService:
             if held and (message.topic(), message.partition()) in held:
                 continue
             self._handle(message, batch)
+        self._settle_fires(batch)
         self._settle_forwards(batch)
         self._uncommitted.update(batch.offsets)
         return batch.done
@@ -144,6 +148,9 @@ class KafkaTimerService:
         decision = decide(record, tier, now)
         if decision.action is Action.WAIT:
             self._hold(partition, offset, decision.at, batch)
+        elif decision.action is Action.FIRE and self._fire_batch is not None:
+            batch.fires.append((record, partition, offset))
+            batch.advance(partition, offset)
         elif decision.action is Action.FIRE:
             self._fire_record(record, partition, offset, now, batch)
         else:
@@ -188,6 +195,27 @@ class KafkaTimerService:
         return min(self._config.retry_backoff_max, self._config.retry_backoff * 2.0 ** (self._failures - 1))
 
     # --- one batch ------------------------------------------------------------------------------------------
+
+    def _settle_fires(self, batch: _Batch) -> None:
+        """Fire this poll's due records together; if that fails, replay each partition from its first one."""
+        if not batch.fires:
+            return
+        assert self._fire_batch is not None
+        try:
+            self._fire_batch([record for record, _, _ in batch.fires])
+        except Exception:
+            delay = self._backoff()
+            first: dict[Partition, int] = {}
+            for _, partition, offset in batch.fires:
+                first.setdefault(partition, offset)
+            logger.warning("Firing %d timer(s) failed; retrying %d partition(s) in %.1f s", len(batch.fires),
+                           len(first), delay, exc_info=self._failures == 1)
+            for partition, offset in first.items():
+                batch.offsets[partition] = offset
+                self._hold(partition, offset, self._clock() + delay, batch)
+            return
+        self._failures = 0
+        batch.done += len(batch.fires)
 
     def _settle_forwards(self, batch: _Batch) -> None:
         """Wait for Kafka to confirm this batch's forwards; replay a partition from its first unconfirmed one."""
@@ -308,6 +336,7 @@ class _Batch:
     offsets: dict[Partition, int] = field(default_factory=dict)
     held: set[Partition] = field(default_factory=set)
     forwards: list[_Forward] = field(default_factory=list)
+    fires: list[tuple[TimerRecord, Partition, int]] = field(default_factory=list)
     done: int = 0
 
     def advance(self, partition: Partition, offset: int) -> None:
