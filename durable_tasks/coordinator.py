@@ -29,6 +29,7 @@ from .errors import (
     Suspend,
     UnknownTaskError,
 )
+from .journal import Journal
 from .messages import step_request
 from .outbox import UnitOfWork
 from .records import EventWait, LockedRun, StepRow, WrittenStep
@@ -65,7 +66,9 @@ def advance(runtime: Runtime, run_id: str, *, uow: UnitOfWork | None = None, con
 
 
 def _advance(runtime: Runtime, uow: UnitOfWork, run_id: str, owner: str, consume: int | None) -> None:
-    run = queries.lock_run(uow.conn, run_id)
+    cached = runtime.journals.take(run_id)  # put back after the commit, so a rollback leaves nothing stale
+    from_position = cached.changeable_from() if cached is not None else 0
+    run, fresh = queries.lock_run_with_steps(uow.conn, run_id, from_position)
     if consume is not None:
         announcement = queries.consume_outbox(uow.conn, consume).get("announce")  # an operator's change
         if announcement and run is not None:
@@ -85,22 +88,40 @@ def _advance(runtime: Runtime, uow: UnitOfWork, run_id: str, owner: str, consume
             "advance will be retried.", run_id, run.workflow, owner, run.status,
         )
         return
+    if cached is None or cached.wake_seq != run.wake_seq:  # not kept here, or an operator restarted a step
+        journal = Journal(run.wake_seq)
+        journal.merge(fresh if from_position == 0 else queries.load_steps_from(uow.conn, run_id, 0), 0)
+    else:
+        journal = cached
+        journal.merge(fresh, from_position)
     lease = Lease(runtime, run_id, owner)
     try:
         while True:
-            outcome = Replay(runtime, uow, run, workflow, lease).execute()
+            outcome = Replay(runtime, uow, run, workflow, lease, journal).execute()
             if not lease.taken:  # one transaction, under the row lock: nobody could wake the run meanwhile
                 transitions.settle_run(uow, run, outcome)
+                _keep(runtime, uow, run_id, journal, outcome)
                 return
             if transitions.settle_run(uow, run, outcome, lease_owner=owner, wake_seq=lease.wake_seq):
+                _keep(runtime, uow, run_id, journal, outcome)
                 return
             current = queries.get_run(uow.conn, run_id)
             if current is None or current.lease_owner != owner:
                 logger.warning("Run %s: lease lost during its advance; another coordinator took over.", run_id)
                 return
-            lease.wake_seq = current.wake_seq  # woken while we replayed: replay once more
+            lease.wake_seq = current.wake_seq  # woken while we replayed: replay once more, on what changed
+            if current.wake_seq != journal.wake_seq:
+                journal = Journal(current.wake_seq)
+            from_position = journal.changeable_from()
+            journal.merge(queries.load_steps_from(uow.conn, run_id, from_position), from_position)
     finally:
         lease.drop()
+
+
+def _keep(runtime: Runtime, uow: UnitOfWork, run_id: str, journal: Journal, outcome: RunOutcome) -> None:
+    """Keep the run's journal for its next advance here, once this commit is through (unless it finished)."""
+    if not outcome.finished:
+        uow.after_commit(lambda: runtime.journals.keep(run_id, journal))
 
 
 class Lease:
@@ -130,12 +151,13 @@ class Replay:
     """One call of the workflow function against the journal; the :class:`JournalWriter` for its ``ctx``."""
 
     def __init__(self, runtime: Runtime, uow: UnitOfWork, run: LockedRun, workflow: WorkflowDefinition,
-                 lease: Lease) -> None:
+                 lease: Lease, journal: Journal) -> None:
         self.runtime = runtime
         self.uow = uow
         self.lease = lease
         self.run = run
         self.workflow = workflow
+        self.journal = journal
         self.trace: str | None = None
         self.max_sleep = runtime.settings.max_sleep
         self.tick = None if run.schedule is None or run.scheduled_for is None else \
@@ -147,9 +169,14 @@ class Replay:
     def execute(self) -> RunOutcome:
         """Call the workflow; return what it decided for the run (status, result or error)."""
         run = self.run
-        journal = queries.load_journal(self.uow.conn, run.id)
-        ctx = WorkflowContext(run.id, run.workflow, journal, self, tick=self.tick)
-        call = loads(run.input)
+        memo = self.journal.memo
+        ctx = WorkflowContext(run.id, run.workflow, self.journal.rows, self, tick=self.tick, memo=memo)
+        if self.workflow.keeps_input:  # decoded once per run: its function never changes its arguments
+            call = memo.get("input")
+            if call is None:
+                call = memo["input"] = loads(run.input)
+        else:
+            call = loads(run.input)
         self.trace = call.get(TRACE_KEY)
         try:
             value = self.workflow.fn(ctx, *call.get("args", ()), **call.get("kwargs", {}))
@@ -191,8 +218,13 @@ class Replay:
                          max_bytes=self.runtime.settings.max_payload_bytes)
         except (PayloadError, ConfigurationError, UnknownTaskError) as exc:
             error = error_record(exc, step_key=step_key, with_traceback=False)
-            return transitions.refuse_task(self.uow, run_id, position, step_key, name, error)
-        return transitions.dispatch_task(self.uow, run_id, position, step_key, name, request, text)
+            return self._record(transitions.refuse_task(self.uow, run_id, position, step_key, name, error))
+        return self._record(transitions.dispatch_task(self.uow, run_id, position, step_key, name, request, text))
+
+    def _record(self, row: StepRow) -> StepRow:
+        """A row this replay wrote: what the journal holds now (kept after the commit)."""
+        self.journal.record(row)
+        return row
 
     def _task_policy(self, name: str, step_key: str) -> RetryPolicy:
         _, definition = self.runtime.step_task(name, step_key=step_key, run_id=self.run.id)
@@ -209,10 +241,10 @@ class Replay:
         if row is not None and row.status == StepStatus.RUNNING:
             # An attempt died with its process (this coordinator now holds the lease): journal it as lost.
             if transitions.attempt_lost(self.uow, row, self.runtime.settings.max_lost_attempts):
-                return queries.get_step(self.uow.conn, run_id, position) or row
+                return self._record(queries.get_step(self.uow.conn, run_id, position) or row)
             attempt += 1
-        step = transitions.start_inline(self.uow, run_id, position, step_key, name, attempt, worker,
-                                        exists=row is not None)
+        step = self._record(transitions.start_inline(self.uow, run_id, position, step_key, name, attempt, worker,
+                                                     exists=row is not None))
         self.lease.take(self.uow)
         self.uow.commit()  # publish what the replay started; hold no lock while user code runs
         started = step.started_at or time.time()
@@ -233,16 +265,17 @@ class Replay:
         self.uow.begin()
         if failure is None:
             transitions.attempt_succeeded(self.uow, step, attempt, text, worker=worker, started_at=started)
-            return WrittenStep(run_id, position, step_key, StepKind.INLINE, name, StepStatus.SUCCEEDED, attempt,
-                               result=text)
+            return self._record(WrittenStep(run_id, position, step_key, StepKind.INLINE, name, StepStatus.SUCCEEDED,
+                                            attempt, result=text))
         transitions.attempt_failed(self.uow, step, attempt, failure, policy=policy, worker=worker, started_at=started)
-        return queries.get_step(self.uow.conn, run_id, position) or step
+        return self._record(queries.get_step(self.uow.conn, run_id, position) or step)
 
     def start_sleep(self, position: int, step_key: str, until: float) -> StepRow:
-        return transitions.start_sleep(self.uow, self.run.id, position, step_key, until)
+        return self._record(transitions.start_sleep(self.uow, self.run.id, position, step_key, until))
 
     def start_wait(self, position: int, step_key: str, wait: EventWait, row: StepRow | None) -> StepRow:
-        return transitions.start_wait(self.uow, self.run.id, position, step_key, wait, exists=row is not None)
+        return self._record(transitions.start_wait(self.uow, self.run.id, position, step_key, wait,
+                                                   exists=row is not None))
 
     def record_marker(self, position: int, step_key: str) -> StepRow:
-        return transitions.record_marker(self.uow, self.run.id, position, step_key)
+        return self._record(transitions.record_marker(self.uow, self.run.id, position, step_key))

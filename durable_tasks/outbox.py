@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import Any, Protocol
@@ -70,6 +70,7 @@ class UnitOfWork:
         self._conn: Connection | None = None
         self._pending: list[Message] = []
         self._noted: list[Transition] = []
+        self._after_commit: list[Callable[[], None]] = []
 
     @property
     def conn(self) -> Connection:
@@ -93,11 +94,15 @@ class UnitOfWork:
         noted, self._noted = self._noted, []
         if noted and self.observers:
             notify(self.observers, noted)
+        callbacks, self._after_commit = self._after_commit, []
+        for callback in callbacks:
+            callback()
 
     def rollback(self, exc: BaseException) -> None:
         transaction, self._transaction, self._conn = self._transaction, None, None
         self._pending = []
         self._noted = []
+        self._after_commit = []
         if transaction is not None:
             transaction.__exit__(type(exc), exc, exc.__traceback__)
 
@@ -119,6 +124,10 @@ class UnitOfWork:
         returns the queue it goes to, for that record."""
         self._pending.append(message)
         return self.publisher.queue_of(message)
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once this transaction commits (never if it rolls back): caches of committed state."""
+        self._after_commit.append(callback)
 
     def note(self, transition: Transition) -> None:
         """Report ``transition`` to the observers once this transaction commits."""

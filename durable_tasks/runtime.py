@@ -15,6 +15,7 @@ from celery import Celery
 from .config import Settings
 from .errors import ConfigurationError, UnknownTaskError
 from .heartbeat import ProcessIdentity
+from .journal import JournalCache
 from .observe import Observer
 from .outbox import Publisher, UnitOfWork
 from .registry import Registry, StepDefinition, step_definition
@@ -25,7 +26,8 @@ from .vocabulary import RunStatus
 
 
 class Runtime:
-    """Settings, store, identity, registry, publisher, observers and tracing of one ``Durable`` instance."""
+    """Settings, store, identity, registry, publisher, observers, tracing and the journal cache of one
+    ``Durable`` instance."""
 
     def __init__(self, app: Celery, settings: Settings, publisher: Publisher) -> None:
         self.app = app
@@ -38,6 +40,7 @@ class Runtime:
                                         lease=settings.worker_timeout)
         self.observers: list[Observer] = []
         self.tracing = Tracing()
+        self.journals = JournalCache()
 
     def unit_of_work(self, *, autocommit: bool = False) -> UnitOfWork:
         """A write transaction whose messages are published, and transitions observed, after commit."""

@@ -2,7 +2,10 @@
 
 Each function runs inside a :class:`~durable_tasks.outbox.UnitOfWork` transaction, so a change and the
 messages it causes commit together (I2), and notes a :class:`~durable_tasks.observe.Transition` that the
-observers (events, metrics, traces) receive after the commit. The coordinator, the step wrapper, the
+observers (events, metrics, traces) receive after the commit. A transition that changes a step which had
+already succeeded or failed must bump the run's ``wake_seq`` (``queries.wake``), as :func:`restart_step`
+does: coordinators keep journals between advances and re-read only unfinished and newer steps
+(:mod:`durable_tasks.journal`). The coordinator, the step wrapper, the
 timers, the sweeper and the operators call these functions and never write run or step rows themselves
 (a test checks it).
 
@@ -361,7 +364,12 @@ def next_attempt(uow: UnitOfWork, step: StepRow, **detail: Any) -> None:
 
 
 def restart_step(uow: UnitOfWork, step: StepRow) -> None:
-    """An operator runs a failed (or retrying) step again now, with a fresh retry budget."""
+    """An operator runs a failed (or retrying) step again now, with a fresh retry budget.
+
+    The only transition that changes a step after it succeeded or failed, so it bumps the run's ``wake_seq``:
+    coordinators read the journal of such a run again in full (see :mod:`durable_tasks.journal`).
+    """
+    queries.wake(uow.conn, step.run_id)
     if step.kind == StepKind.TASK and not step.request:
         # It failed before its message left (unknown task, bad arguments): the replay starts it afresh.
         queries.delete_step(uow.conn, step.run_id, step.position)

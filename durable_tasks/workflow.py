@@ -80,7 +80,7 @@ class WorkflowContext:
     """The ``ctx`` a workflow receives: its only door to steps, timers and the run's identity."""
 
     def __init__(self, run_id: str, workflow: str, journal: Mapping[int, StepRow], writer: JournalWriter, *,
-                 tick: Tick | None = None) -> None:
+                 tick: Tick | None = None, memo: dict[str, Any] | None = None) -> None:
         self.run_id = run_id
         self.workflow = workflow
         self.tick = tick
@@ -89,6 +89,8 @@ class WorkflowContext:
         self._writer = writer
         self._position = 0
         self._counts: dict[str, int] = {}
+        # What a built-in workflow derives from the run's input, kept with the journal between advances.
+        self._memo: dict[str, Any] = {} if memo is None else memo
 
     # --- keys and replay ----------------------------------------------------------------------------
 
@@ -114,6 +116,17 @@ class WorkflowContext:
                 "replays it again; it only helps once the path is deterministic."
             )
         return position, key, row
+
+    def _journaled(self, position: int) -> StepRow | None:
+        """The journal's row at ``position`` (for built-in workflows that know their journal's layout)."""
+        return self._journal.get(position)
+
+    def _seek(self, position: int, counts: Mapping[str, int]) -> None:
+        """Go on at ``position`` as if the calls before it had been replayed, with ``counts`` as their step names'
+        call counts: a built-in workflow that knows its journal's layout (a durable chain) skips replaying
+        what it has done, so an advance costs the same at step 1,000 as at step 10."""
+        self._position = position
+        self._counts = dict(counts)
 
     # --- steps ---------------------------------------------------------------------------------------
 

@@ -12,10 +12,11 @@ from collections.abc import Sequence
 from itertools import takewhile
 from typing import Any, cast
 
-from sqlalchemy import Connection, bindparam, delete, insert, literal, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, insert, literal, literal_column, or_, select, update
 
-from ..records import AttemptRow, LockedRun, RunRow, StepRow, TimerRow
+from ..records import AttemptRow, LockedRun, RunRow, StepRow, TimerRow, WrittenStep
 from ..vocabulary import (
+    ACTIVE_RUN_STATUSES,
     PENDING_STEP_STATUSES,
     AttemptStatus,
     OutboxKind,
@@ -32,6 +33,24 @@ _LOCK_RUN = (
     .with_for_update()
 )
 _LOAD_JOURNAL = select(steps).where(steps.c.run_id == bindparam("run_id"))
+# The columns of a step row in the order of WrittenStep's fields, so a fetched tuple becomes one directly.
+_STEP_COLUMNS = [steps.c[name] for name in WrittenStep.__dataclass_fields__]
+_RUN_COLUMNS = list(_LOCK_RUN.selected_columns)
+_LOAD_STEPS_FROM = select(*_STEP_COLUMNS).where(steps.c.run_id == bindparam("run_id"),
+                                                steps.c.position >= bindparam("from_position"))
+# Literal statuses: an expanding IN parameter would be rendered again at every execution.
+_ACTIVE_RUN = or_(*(runs.c.status == literal_column(f"'{status}'") for status in ACTIVE_RUN_STATUSES))
+# The coordinator's first statement: lock the run row and read the journal rows that may have changed since
+# this process last saw them (all of them for a run it has not cached), in one round trip. Finished runs
+# bring no steps: their advance is a no-op.
+_LOCK_RUN_WITH_STEPS = (
+    select(*_RUN_COLUMNS, *(column.label(f"step_{column.name}") for column in _STEP_COLUMNS))
+    .select_from(runs.outerjoin(steps, and_(steps.c.run_id == runs.c.id,
+                                            steps.c.position >= bindparam("from_position"),
+                                            _ACTIVE_RUN)))
+    .where(runs.c.id == bindparam("run_id"))
+    .with_for_update(of=runs)
+)
 _INSERT_STEP = insert(steps)
 _CLAIM_STEP = (
     update(steps)
@@ -75,8 +94,29 @@ def lock_run(conn: Connection, run_id: str) -> LockedRun | None:
     return cast("LockedRun | None", conn.execute(_LOCK_RUN, {"run_id": run_id}).first())
 
 
+def lock_run_with_steps(conn: Connection, run_id: str, from_position: int) -> tuple[LockedRun | None,
+                                                                                  dict[int, StepRow]]:
+    """:func:`lock_run`, plus the run's steps at ``from_position`` and after (none when the run is finished)."""
+    rows = conn.execute(_LOCK_RUN_WITH_STEPS, {"run_id": run_id, "from_position": from_position}).all()
+    if not rows:
+        return None, {}
+    width = len(_RUN_COLUMNS)
+    found: dict[int, StepRow] = {}
+    for row in rows:
+        if row[width + 1] is not None:  # the step's position: None when the outer join found no step
+            found[row[width + 1]] = WrittenStep(*row[width:])
+    return cast("LockedRun", rows[0]), found
+
+
+def load_steps_from(conn: Connection, run_id: str, from_position: int) -> dict[int, StepRow]:
+    """The run's steps at ``from_position`` and after, by position."""
+    rows = conn.execute(_LOAD_STEPS_FROM, {"run_id": run_id, "from_position": from_position}).all()
+    return {row[1]: WrittenStep(*row) for row in rows}
+
+
 def wake(conn: Connection, run_id: str) -> None:
-    """Tell the lease holder that something changed: it replays once more before it lets go."""
+    """Tell the lease holder that something changed (it replays once more before it lets go), and every process
+    that keeps the run's journal that it must read it again in full (:mod:`durable_tasks.journal`)."""
     conn.execute(update(runs).where(runs.c.id == run_id).values(wake_seq=runs.c.wake_seq + 1))
 
 
