@@ -49,14 +49,20 @@ class JournalWriter(Protocol):
     def record_marker(self, position: int, step_key: str) -> StepRow: ...
 
 
+# Decoded results of these types can be handed to every replay: nothing can change them in place.
+_SHARED_RESULT_TYPES = (int, float, str, bool, type(None))
+_UNKNOWN = object()
+
+
 class StepFuture:
     """A step started with :meth:`WorkflowContext.run_async`; pass it to :meth:`WorkflowContext.gather`."""
 
-    __slots__ = ("_row", "step_key")
+    __slots__ = ("_row", "_values", "step_key")
 
-    def __init__(self, step_key: str, row: StepRow) -> None:
+    def __init__(self, step_key: str, row: StepRow, values: dict[int, Any] | None = None) -> None:
         self.step_key = step_key
         self._row = row
+        self._values = values
 
     def done(self) -> bool:
         return self._row.status in (StepStatus.SUCCEEDED, StepStatus.FAILED)
@@ -64,7 +70,16 @@ class StepFuture:
     def result(self) -> Any:
         """The step's result; suspends the run when it has none yet, raises when the step failed."""
         if self._row.status == StepStatus.SUCCEEDED:
-            return loads(self._row.result)
+            values = self._values
+            if values is None:
+                return loads(self._row.result)
+            # A succeeded step's result changes only with a restart, which starts a fresh journal (and memo).
+            value = values.get(self._row.position, _UNKNOWN)
+            if value is _UNKNOWN:
+                value = loads(self._row.result)
+                if isinstance(value, _SHARED_RESULT_TYPES):
+                    values[self._row.position] = value
+            return value
         if self._row.status == StepStatus.FAILED:
             error = loads(self._row.error) or {}
             raise StepFailedError(
@@ -89,8 +104,10 @@ class WorkflowContext:
         self._writer = writer
         self._position = 0
         self._counts: dict[str, int] = {}
-        # What a built-in workflow derives from the run's input, kept with the journal between advances.
+        # What a replay derives from the journal and the run's input, kept with the journal between advances:
+        # decoded scalar results (by position), a chain's layout.
         self._memo: dict[str, Any] = {} if memo is None else memo
+        self._values: dict[int, Any] = self._memo.setdefault("values", {})
 
     # --- keys and replay ----------------------------------------------------------------------------
 
@@ -149,7 +166,7 @@ class WorkflowContext:
         if row is None:
             call = {"args": call_args, "kwargs": call_kwargs, "options": options}
             row = self._writer.dispatch_task(position, key, name, call)
-        return StepFuture(key, row)
+        return StepFuture(key, row, self._values)
 
     def gather(self, *futures: StepFuture) -> list[Any]:
         """Wait for every future and return their results in order (fan-in).
@@ -175,7 +192,7 @@ class WorkflowContext:
         # New, retried, or lost with a crash:
         if row is None or row.status in (StepStatus.DISPATCHED, StepStatus.RUNNING):
             row = self._writer.run_inline(position, key, fn, args, kwargs, row)
-        return StepFuture(key, row).result()
+        return StepFuture(key, row, self._values).result()
 
     def sleep(self, name: str, duration: float | str | timedelta, /) -> None:
         """Sleep durably: the run is parked on a timer and resumes after ``duration``, across restarts.
