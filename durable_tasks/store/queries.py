@@ -8,6 +8,7 @@ advance the run.
 from __future__ import annotations
 
 import json
+from collections import namedtuple
 from collections.abc import Sequence
 from itertools import takewhile
 from typing import Any, cast
@@ -23,6 +24,7 @@ from ..vocabulary import (
     StepKind,
     StepStatus,
 )
+from .hot import DriverStatement
 from .schema import attempts, outbox, runs, signals, steps, timers, waits
 
 # Hot-path statements, built once: building and hashing a statement costs more than running it here.
@@ -51,7 +53,6 @@ _LOCK_RUN_WITH_STEPS = (
     .where(runs.c.id == bindparam("run_id"))
     .with_for_update(of=runs)
 )
-_INSERT_STEP = insert(steps)
 _CLAIM_STEP = (
     update(steps)
     .where(steps.c.run_id == bindparam("b_run"), steps.c.position == bindparam("pos"),
@@ -61,10 +62,20 @@ _CLAIM_STEP = (
 _FINISH_STEP = (
     update(steps)
     .where(steps.c.run_id == bindparam("b_run"), steps.c.position == bindparam("pos"),
-           steps.c.status.in_((StepStatus.DISPATCHED, StepStatus.RUNNING, StepStatus.CANCELLED)))
+           or_(*(steps.c.status == literal_column(f"'{status}'")
+                 for status in (StepStatus.DISPATCHED, StepStatus.RUNNING, StepStatus.CANCELLED))))
     .values(status=bindparam("new_status"), result=bindparam("new_result"), error=None,
             finished_at=bindparam("now"))
 )
+
+_HOT_LOCK_RUN_WITH_STEPS = DriverStatement(_LOCK_RUN_WITH_STEPS)
+_HOT_LOAD_STEPS_FROM = DriverStatement(_LOAD_STEPS_FROM)
+_HOT_CLAIM_STEP = DriverStatement(_CLAIM_STEP)
+_HOT_FINISH_STEP = DriverStatement(_FINISH_STEP)
+_HOT_INSERT_STEP: dict[tuple[str, ...], DriverStatement] = {}
+
+LockedRunRow = namedtuple("LockedRunRow", [column.name for column in _RUN_COLUMNS])  # type: ignore[misc]
+"""A :class:`~durable_tasks.records.LockedRun` as the hot path reads it."""
 
 
 # --- runs -------------------------------------------------------------------------------------------
@@ -97,7 +108,7 @@ def lock_run(conn: Connection, run_id: str) -> LockedRun | None:
 def lock_run_with_steps(conn: Connection, run_id: str, from_position: int) -> tuple[LockedRun | None,
                                                                                   dict[int, StepRow]]:
     """:func:`lock_run`, plus the run's steps at ``from_position`` and after (none when the run is finished)."""
-    rows = conn.execute(_LOCK_RUN_WITH_STEPS, {"run_id": run_id, "from_position": from_position}).all()
+    rows = _HOT_LOCK_RUN_WITH_STEPS.execute(conn, {"run_id": run_id, "from_position": from_position}).fetchall()
     if not rows:
         return None, {}
     width = len(_RUN_COLUMNS)
@@ -105,12 +116,12 @@ def lock_run_with_steps(conn: Connection, run_id: str, from_position: int) -> tu
     for row in rows:
         if row[width + 1] is not None:  # the step's position: None when the outer join found no step
             found[row[width + 1]] = WrittenStep(*row[width:])
-    return cast("LockedRun", rows[0]), found
+    return cast("LockedRun", LockedRunRow(*rows[0][:width])), found
 
 
 def load_steps_from(conn: Connection, run_id: str, from_position: int) -> dict[int, StepRow]:
     """The run's steps at ``from_position`` and after, by position."""
-    rows = conn.execute(_LOAD_STEPS_FROM, {"run_id": run_id, "from_position": from_position}).all()
+    rows = _HOT_LOAD_STEPS_FROM.execute(conn, {"run_id": run_id, "from_position": from_position}).fetchall()
     return {row[1]: WrittenStep(*row) for row in rows}
 
 
@@ -205,13 +216,18 @@ def load_journal(conn: Connection, run_id: str) -> dict[int, StepRow]:
 
 
 def insert_step(conn: Connection, **values: Any) -> None:
-    conn.execute(_INSERT_STEP, values)
+    columns = tuple(values)
+    statement = _HOT_INSERT_STEP.get(columns)
+    if statement is None:  # one compiled INSERT per set of columns given (a handful of call sites)
+        statement = _HOT_INSERT_STEP[columns] = DriverStatement(
+            insert(steps).values({column: bindparam(column) for column in columns}))
+    statement.execute(conn, values)
 
 
 def claim_step(conn: Connection, run_id: str, position: int, attempt: int, worker: str, now: float) -> bool:
     """Mark a dispatched step as taken by ``worker``; False when it is taken or done already."""
     params = {"b_run": run_id, "pos": position, "att": attempt, "b_worker": worker, "now": now}
-    return conn.execute(_CLAIM_STEP, params).rowcount == 1
+    return bool(_HOT_CLAIM_STEP.execute(conn, params).rowcount == 1)
 
 
 def finish_step(conn: Connection, run_id: str, position: int, *, status: str, result: str | None,
@@ -222,7 +238,7 @@ def finish_step(conn: Connection, run_id: str, position: int, *, status: str, re
     finishes saves the re-dispatched attempt its work (the re-dispatched message then finds it done).
     """
     params = {"b_run": run_id, "pos": position, "new_status": status, "new_result": result, "now": finished_at}
-    return conn.execute(_FINISH_STEP, params).rowcount == 1
+    return bool(_HOT_FINISH_STEP.execute(conn, params).rowcount == 1)
 
 
 def get_step(conn: Connection, run_id: str, position: int) -> StepRow | None:
