@@ -203,6 +203,8 @@ def parent(args: argparse.Namespace) -> int:
         pg=args.pg, redis=args.redis, broker_db=args.broker_db, results_db=args.results_db,
         growth=growth, growth_steps=100 if quick else 1000, matrix=QUICK_MATRIX if quick else FULL_MATRIX,
     )
+    if args.only:
+        plan.matrix = [(setup, mode) for setup, _, mode in (item.partition(":") for item in args.only.split(","))]
     began = time.monotonic()
     failed = False
     floor_schema = f"durable_bench_floor_{plan.tag}"
@@ -252,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-chains", type=positive,
                         help="chains run one at a time (default 50; quick 10)")
     parser.add_argument("--workflows", type=positive, help="timed inline workflows (default 200; quick 30)")
+    parser.add_argument("--only", help="table 1's runs as SETUP:MODE,... (e.g. solo:plain,solo:durable-pg); "
+                        f"setups {', '.join(SETUPS)}; modes {', '.join(CHAIN_MODES)}")
     parser.add_argument("--growth", help="run lengths of the growth table (default 10,100,1000; quick 10,100)")
     parser.add_argument("--quick", action="store_true", help="smaller sizes and fewer setups, about a minute")
     parser.add_argument("--skip-chains", action="store_true", help="only table 2")

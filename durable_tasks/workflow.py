@@ -160,11 +160,15 @@ class WorkflowContext:
 
     def run_async(self, task: Task | Signature | str, *args: Any, **kwargs: Any) -> StepFuture:
         """Start a Celery task step without waiting for it (fan-out); collect it with :meth:`gather`."""
-        name, call_args, call_kwargs, options = task_request(task, args, kwargs)
-        step_name = options.pop("step_key", None) or name
+        if isinstance(task, Signature | str):
+            name, call_args, call_kwargs, options = task_request(task, args, kwargs)
+            step_name = options.pop("step_key", None) or name
+        else:  # a task: the common case, replayed once per journaled call, so no copies until it is new
+            name = step_name = task_request(task, (), {})[0]
+            call_args, call_kwargs, options = args, kwargs, {}
         position, key, row = self._replayed(StepKind.TASK, step_name)
         if row is None:
-            call = {"args": call_args, "kwargs": call_kwargs, "options": options}
+            call = {"args": list(call_args), "kwargs": dict(call_kwargs), "options": options}
             row = self._writer.dispatch_task(position, key, name, call)
         return StepFuture(key, row, self._values)
 
