@@ -80,7 +80,7 @@ class CeleryPublisher:
         queue = self.queue_of(message)
         # Celery declares the queue before every publish, through kombu's retrying wrapper (about 0.3 ms a
         # message); once a publish to it went through, this process skips that.
-        declared = {"declare": []} if queue in self._declared else {}
+        declared: dict[str, Any] = {"declare": []} if queue in self._declared else {}
         if isinstance(message, StepMessage):
             self.app.send_task(message.task, args=message.args, kwargs=message.kwargs, task_id=message.task_id,
                                headers=message.to_headers(), add_to_parent=False,

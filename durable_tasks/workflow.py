@@ -8,7 +8,7 @@ journal ends there the step is started and, if its result is needed, the call su
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -160,6 +160,8 @@ class WorkflowContext:
 
     def run_async(self, task: Task | Signature | str, *args: Any, **kwargs: Any) -> StepFuture:
         """Start a Celery task step without waiting for it (fan-out); collect it with :meth:`gather`."""
+        call_args: Sequence[Any]
+        call_kwargs: Mapping[str, Any]
         if isinstance(task, Signature | str):
             name, call_args, call_kwargs, options = task_request(task, args, kwargs)
             step_name = options.pop("step_key", None) or name
