@@ -3,7 +3,7 @@
 ::
 
     python benchmarks/run.py              # defaults: 300 chains, 50 latency chains, growth to 1,000 steps
-    python benchmarks/run.py --quick      # a smaller run, about a minute
+    python benchmarks/run.py --quick      # smaller sizes, fewer setups: about a minute
 
 The commit floor of each store is measured first and last. Table 1 (task steps) runs N chains of 10 no-op
 tasks on the same Redis with one fresh ``celery worker --pool=solo``: plain ``celery.chain`` and
@@ -60,8 +60,8 @@ from benchmarks.tables import concurrency_table, floor_table, growth_table, inli
 
 FULL_MATRIX = [("solo", mode) for mode in CHAIN_MODES] + [("solo-events", "durable-pg")] + [
     (setup, mode) for setup in ("prefork4", "two-workers") for mode in CHAIN_MODES]
-QUICK_MATRIX = [("solo", mode) for mode in CHAIN_MODES] + [
-    (setup, mode) for setup in ("prefork4", "two-workers") for mode in ("plain", "durable-pg", "durable-sqlite")]
+QUICK_MATRIX = [("solo", mode) for mode in ("plain", "durable-pg", "durable-sqlite")] + [
+    (setup, mode) for setup in ("prefork4", "two-workers") for mode in ("plain", "durable-pg")]
 
 # --- the parent: run the children, print the tables ---------------------------------------------------
 
@@ -104,6 +104,7 @@ def run_child(argv: list[str], budget: float, progress: Any) -> dict[str, Any]:
         with log_path.open("wb") as log:
             child = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
+        began = time.monotonic()
         try:
             child.wait(timeout=budget + 60)  # the child has its own deadline; this is the backstop
         except subprocess.TimeoutExpired:
@@ -112,6 +113,7 @@ def run_child(argv: list[str], budget: float, progress: Any) -> dict[str, Any]:
             if child.poll() is None:
                 kill_group(child)
         if out.exists():
+            progress.print(f"[dim]  ({time.monotonic() - began:.1f} s)[/]")
             data: dict[str, Any] = json.loads(out.read_text())
             return data
         tail = log_path.read_text(errors="replace")[-3000:] if log_path.exists() else ""
@@ -193,15 +195,15 @@ def parent(args: argparse.Namespace) -> int:
     console = Console(width=None if sys.stdout.isatty() else 200)
     progress = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
     quick = args.quick
-    growth = [int(length) for length in (args.growth or ("10,100" if quick else "10,100,1000")).split(",")]
+    growth = [int(length) for length in (args.growth or ("10,50" if quick else "10,100,1000")).split(",")]
     plan = Plan(
-        chains=args.chains if args.chains is not None else (30 if quick else 300),
-        latency_chains=args.latency_chains if args.latency_chains is not None else (10 if quick else 50),
-        chain_warmup=3 if quick else 10,
-        workflows=args.workflows if args.workflows is not None else (30 if quick else 200),
-        workflow_warmup=5 if quick else 20,
+        chains=args.chains if args.chains is not None else (20 if quick else 300),
+        latency_chains=args.latency_chains if args.latency_chains is not None else (5 if quick else 50),
+        chain_warmup=2 if quick else 10,
+        workflows=args.workflows if args.workflows is not None else (20 if quick else 200),
+        workflow_warmup=3 if quick else 20,
         pg=args.pg, redis=args.redis, broker_db=args.broker_db, results_db=args.results_db,
-        growth=growth, growth_steps=100 if quick else 1000, matrix=QUICK_MATRIX if quick else FULL_MATRIX,
+        growth=growth, growth_steps=50 if quick else 1000, matrix=QUICK_MATRIX if quick else FULL_MATRIX,
     )
     if args.only:
         plan.matrix = [(setup, mode) for setup, _, mode in (item.partition(":") for item in args.only.split(","))]
@@ -250,13 +252,13 @@ def positive(text: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--chains", type=positive,
-                        help="chains in the throughput phase (default 300; quick 30)")
+                        help="chains in the throughput phase (default 300; quick 20)")
     parser.add_argument("--latency-chains", type=positive,
-                        help="chains run one at a time (default 50; quick 10)")
-    parser.add_argument("--workflows", type=positive, help="timed inline workflows (default 200; quick 30)")
+                        help="chains run one at a time (default 50; quick 5)")
+    parser.add_argument("--workflows", type=positive, help="timed inline workflows (default 200; quick 20)")
     parser.add_argument("--only", help="table 1's runs as SETUP:MODE,... (e.g. solo:plain,solo:durable-pg); "
                         f"setups {', '.join(SETUPS)}; modes {', '.join(CHAIN_MODES)}")
-    parser.add_argument("--growth", help="run lengths of the growth table (default 10,100,1000; quick 10,100)")
+    parser.add_argument("--growth", help="run lengths of the growth table (default 10,100,1000; quick 10,50)")
     parser.add_argument("--quick", action="store_true", help="smaller sizes and fewer setups, about a minute")
     parser.add_argument("--skip-chains", action="store_true", help="only table 2")
     parser.add_argument("--skip-inline", action="store_true", help="only tables 1, 1b and 3")
