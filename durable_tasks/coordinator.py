@@ -4,8 +4,9 @@ One advance is one transaction in the common case: lock the run row (``SELECT ..
 PostgreSQL; SQLite's write transaction already holds the database lock) and, in the same statement, read
 the journal rows that may have changed since this process last advanced the run (all of them for a run it
 does not keep, see :mod:`durable_tasks.journal`), call the workflow, write the steps it starts (each
-dispatched step row is its message's outbox record), and update the run row only if its status changed. Only an inline step splits the advance: its transaction commits
-before the user's function runs, so no lock is held during user code. Before that commit the coordinator
+dispatched step row is its message's outbox record), and update the run row only if its status changed.
+Only an inline step splits the advance: its transaction commits before the user's function runs, so no
+lock is held during user code. Before that commit the coordinator
 takes the run's *lease* (renewed by its process's heartbeat), which keeps other coordinators out (I4); one
 that finds the lease taken bumps ``wake_seq`` instead, and the holder replays once more before it lets
 go, so no wake-up is lost.

@@ -59,13 +59,16 @@ class Journal:
 
     def merge(self, fresh: dict[int, StepRow], from_position: int) -> None:
         """Take the rows read at ``from_position`` and after; known rows there that were not read are gone."""
-        for position in [position for position in self.rows if position >= from_position]:
-            if position not in fresh:
-                del self.rows[position]
+        for position in range(from_position, self.end):  # only the tail: a merge costs the same at step 1,000
+            if position not in fresh and self.rows.pop(position, None) is not None:
                 self.unsettled.discard(position)
         for row in fresh.values():
             self.record(row)
-        self.end = max(self.rows, default=-1) + 1
+        if fresh:
+            self.end = max(fresh) + 1
+        else:  # the highest known position below the ones read (positions are dense: found at once)
+            below = range(min(self.end, from_position) - 1, -1, -1)
+            self.end = next((position + 1 for position in below if position in self.rows), 0)
 
     def record(self, row: StepRow) -> None:
         """A row read, or written by this advance's own transaction."""
