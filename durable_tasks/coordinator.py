@@ -67,10 +67,31 @@ def advance(runtime: Runtime, run_id: str, *, uow: UnitOfWork | None = None, con
         _advance(runtime, own, run_id, owner, consume)
 
 
-def _advance(runtime: Runtime, uow: UnitOfWork, run_id: str, owner: str, consume: int | None) -> None:
-    cached = runtime.journals.take(run_id)  # put back after the commit, so a rollback leaves nothing stale
-    from_position = cached.changeable_from() if cached is not None else 0
-    run, fresh = queries.lock_run_with_steps(uow.conn, run_id, from_position)
+def finish_and_advance(runtime: Runtime, uow: UnitOfWork, step: StepRow, attempt: int, result: str, *,
+                       started_at: float) -> bool:
+    """Journal a task step's result and advance its run in the caller's transaction; False for a duplicate.
+
+    The run is locked first, and the step written and the changed journal rows read with it (one round trip
+    on PostgreSQL). The caller must have called ``runtime.identity.start()`` before opening ``uow``.
+    """
+    owner = runtime.identity.start()
+    cached = runtime.journals.take(step.run_id)  # put back after the commit, so a rollback leaves nothing stale
+    from_position = min(cached.changeable_from(), step.position) if cached is not None else 0
+    finished, run, fresh = transitions.attempt_succeeded_locking_run(
+        uow, step, attempt, result, worker=owner, started_at=started_at, from_position=from_position)
+    if finished:
+        _advance(runtime, uow, step.run_id, owner, None, locked=(cached, from_position, run, fresh))
+    return finished
+
+
+def _advance(runtime: Runtime, uow: UnitOfWork, run_id: str, owner: str, consume: int | None,
+             locked: tuple[Journal | None, int, LockedRun | None, dict[int, StepRow]] | None = None) -> None:
+    if locked is None:
+        cached = runtime.journals.take(run_id)  # put back after the commit, so a rollback leaves nothing stale
+        from_position = cached.changeable_from() if cached is not None else 0
+        run, fresh = queries.lock_run_with_steps(uow.conn, run_id, from_position)
+    else:  # the caller locked the run and read its steps
+        cached, from_position, run, fresh = locked
     if consume is not None:
         announcement = queries.consume_outbox(uow.conn, consume).get("announce")  # an operator's change
         if announcement and run is not None:

@@ -11,8 +11,9 @@ timers, the sweeper and the operators call these functions and never write run o
 
 Runs: :func:`create_run`, :func:`settle_run`, :func:`reopen_run`, :func:`cancel_run`, :func:`fork_run`.
 Steps: :func:`dispatch_task`, :func:`refuse_task`, :func:`claim_task`, :func:`start_inline`,
-:func:`attempt_succeeded`, :func:`attempt_failed`, :func:`attempt_lost`, :func:`next_attempt`,
-:func:`restart_step`, :func:`start_sleep`, :func:`fire_timer`, :func:`record_marker`.
+:func:`attempt_succeeded` (and :func:`attempt_succeeded_locking_run`), :func:`attempt_failed`,
+:func:`attempt_lost`, :func:`next_attempt`, :func:`restart_step`, :func:`start_sleep`, :func:`fire_timer`,
+:func:`record_marker`.
 Announcements (nothing written, see :func:`announce_run`): :func:`announce_run`.
 Events: :func:`start_wait`, :func:`deliver_event`, :func:`keep_event`, :func:`forget_expired_events`.
 """
@@ -282,10 +283,32 @@ def attempt_succeeded(uow: UnitOfWork, step: StepRow | WrittenStep, attempt: int
     if not queries.finish_step(uow.conn, step.run_id, step.position, status=StepStatus.SUCCEEDED, result=result,
                                finished_at=now):
         return False
+    _succeeded(uow, step, attempt, worker, started_at, now)
+    return True
+
+
+def attempt_succeeded_locking_run(uow: UnitOfWork, step: StepRow | WrittenStep, attempt: int, result: str, *,
+                                  worker: str, started_at: float, from_position: int
+                                  ) -> tuple[bool, LockedRun | None, dict[int, StepRow]]:
+    """:func:`attempt_succeeded` for a task step whose run is advanced next in the same transaction: locks the
+    run first and reads its steps at ``from_position`` and after (one round trip on PostgreSQL).
+
+    Returns (journaled, the locked run or None, the steps read, the finished one as it is now).
+    """
+    now = time.time()
+    finished, run, found = queries.finish_step_locking_run(
+        uow.conn, step.run_id, step.position, status=StepStatus.SUCCEEDED, result=result, finished_at=now,
+        from_position=from_position)
+    if finished:
+        _succeeded(uow, step, attempt, worker, started_at, now)
+    return finished, run, found
+
+
+def _succeeded(uow: UnitOfWork, step: StepRow | WrittenStep, attempt: int, worker: str, started_at: float,
+               now: float) -> None:
     if attempt > 1:
         _record_attempt(uow, step, attempt, AttemptStatus.SUCCEEDED, worker=worker, started_at=started_at)
     _note_step(uow, step, StepStatus.SUCCEEDED, attempt, worker=worker, duration=now - started_at)
-    return True
 
 
 def attempt_failed(uow: UnitOfWork, step: StepRow | WrittenStep, attempt: int, exc: BaseException, *,
