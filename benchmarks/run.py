@@ -58,7 +58,7 @@ from benchmarks.floor import measure_floors  # noqa: E402
 from benchmarks.inline import inline_child  # noqa: E402
 from benchmarks.tables import concurrency_table, floor_table, growth_table, inline_table, solo_table  # noqa: E402
 
-FULL_MATRIX = [("solo", mode) for mode in CHAIN_MODES] + [("solo-events", "durable-pg")] + [
+FULL_MATRIX = [("solo", mode) for mode in CHAIN_MODES] + [("solo-events", "plain"), ("solo-events", "durable-pg")] + [
     (setup, mode) for setup in ("prefork4", "two-workers") for mode in CHAIN_MODES]
 QUICK_MATRIX = [("solo", mode) for mode in ("plain", "durable-pg", "durable-sqlite")] + [
     (setup, mode) for setup in ("prefork4", "two-workers") for mode in ("plain", "durable-pg")]

@@ -88,12 +88,14 @@ def solo_table(plan: Any, results: Results, floors: dict[str, dict[str, float]],
         ms = 1000 / data["steps_per_s"]
         split = ["-", "-", "-"]
         added = ["-", "-"]
-        ratio = "1.00" if mode == "plain" else "-"
-        if mode != "plain" and _ok(plain):
+        baseline = data is plain
+        ratio = "1.00" if baseline else "-"
+        if not baseline and _ok(plain):
             assert plain is not None
             plain_ms = 1000 / plain["steps_per_s"]
-            floor = floor_of(floors, after, MODE_FLOOR[mode])
-            split = [f"{plain_ms:.2f}", f"{floor:.2f}", f"{ms - plain_ms - floor:+.2f}"]
+            if mode in MODE_FLOOR:
+                floor = floor_of(floors, after, MODE_FLOOR[mode])
+                split = [f"{plain_ms:.2f}", f"{floor:.2f}", f"{ms - plain_ms - floor:+.2f}"]
             added = [f"{data['step_p50_ms'] - plain['step_p50_ms']:+.2f}",
                      f"{data['step_p99_ms'] - plain['step_p99_ms']:+.2f}"]
             ratio = f"{data['steps_per_s'] / plain['steps_per_s']:.2f}"
@@ -138,13 +140,19 @@ def _solo_targets(results: Results, plain: dict[str, Any], floors: dict[str, dic
                      f"the benchmark process ({data['commits_per_step']:.2f} per step in all, of which "
                      f"{data['autocommit_commits'] / steps:.2f} do not wait for the disk), "
                      f"{verdict(worker <= TARGET_COMMITS * 1.05 and starts <= 1.05)}")
-    events = results.get(("solo-events", "durable-pg"))
+    events, plain_events = results.get(("solo-events", "durable-pg")), results.get(("solo-events", "plain"))
     if _ok(pg) and _ok(events):
         assert pg is not None and events is not None
         cost = 1000 / events["steps_per_s"] - 1000 / pg["steps_per_s"]
         cpu = events["worker_cpu_ms_per_step"] - pg["worker_cpu_ms_per_step"]
-        lines.append(f"note: task events (-E) on PostgreSQL cost {cost:+.2f} ms/step of throughput and {cpu:+.2f} "
-                     "ms of worker CPU per step")
+        line = (f"note: task events (-E) cost durable, PostgreSQL {cost:+.2f} ms/step of throughput and {cpu:+.2f} ms "
+                "of worker CPU per step")
+        if _ok(plain_events):
+            assert plain_events is not None
+            line += (f"; plain Celery {1000 / plain_events['steps_per_s'] - 1000 / plain['steps_per_s']:+.2f} ms "
+                     f"and {plain_events['worker_cpu_ms_per_step'] - plain['worker_cpu_ms_per_step']:+.2f} ms "
+                     "(its own task events)")
+        lines.append(line)
     return lines
 
 
