@@ -7,9 +7,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Connection, Engine, event
+from sqlalchemy.engine import make_url
 
 from . import migrate
-from .engine import READ_ONLY_OPTION, make_engine, redact, translate_connect_errors
+from .engine import READ_ONLY_OPTION, make_engine, redact, sqlite_file, translate_connect_errors
 
 
 class Store:
@@ -103,6 +104,10 @@ class Store:
             with self._engine_lock:
                 if self._autocommit_engine is None:
                     self._autocommit_engine = self._make_autocommit_engine()
+        if self._autocommit_engine is self._engine:  # an in-memory SQLite store: one database, one engine
+            with self.begin() as conn:
+                yield conn
+            return
         if self.dialect != "postgresql":
             with translate_connect_errors(self.url), self._autocommit_engine.begin() as conn:
                 yield conn
@@ -114,6 +119,8 @@ class Store:
 
     def _make_autocommit_engine(self) -> Engine:
         if self.dialect != "postgresql":
+            if sqlite_file(make_url(self.url)) is None:  # a second engine would open another database
+                return self.engine
             return make_engine(self.url, schema=self.schema, create=self._creates, sqlite_synchronous="normal",
                                pool_size=2)
         return make_engine(self.url, schema=self.schema, isolation_level="AUTOCOMMIT",
