@@ -9,9 +9,11 @@ this module itself, so that both build the same app from the same environment va
     Redis URLs of the broker and (plain mode only) the result backend.
 ``BENCH_STORE`` / ``BENCH_SCHEMA``
     The durable store URL and, on PostgreSQL, the schema that holds its tables (durable mode only).
+``BENCH_SQLITE_SYNC``
+    SQLite's ``synchronous`` level for a SQLite store: ``full`` (durable-tasks' default) or ``normal``.
 ``BENCH_STATS_DIR``
-    Where the worker writes ``ready`` when it can take tasks, ``shutdown.json`` when it stops, and the
-    files that :func:`snapshot` is asked to write.
+    Where each worker writes ``ready-<pid>`` when it can take tasks, ``shutdown-<pid>.json`` when it stops,
+    and the files that :func:`snapshot` is asked to write.
 
 Every process that imports this module counts the task messages it publishes (Celery's
 ``before_task_publish`` signal); :func:`stats` returns that count with the durable store's commit counter.
@@ -33,6 +35,7 @@ BROKER = os.environ.get("BENCH_BROKER", "redis://127.0.0.1:6379/13")
 BACKEND = os.environ.get("BENCH_BACKEND", "redis://127.0.0.1:6379/12")
 STORE = os.environ.get("BENCH_STORE", "")
 SCHEMA = os.environ.get("BENCH_SCHEMA") or None
+SQLITE_SYNC = os.environ.get("BENCH_SQLITE_SYNC") or "full"
 STATS_DIR = Path(os.environ.get("BENCH_STATS_DIR", "."))
 
 if MODE not in ("plain", "durable"):
@@ -48,7 +51,8 @@ app.conf.update(
     worker_send_task_events=False,
 )
 
-durable: Durable | None = Durable(app, store=STORE, schema=SCHEMA) if MODE == "durable" else None
+durable: Durable | None = (Durable(app, store=STORE, schema=SCHEMA, sqlite_synchronous=SQLITE_SYNC)
+                           if MODE == "durable" else None)
 
 _published = 0
 
@@ -84,6 +88,14 @@ def inc(value: int) -> int:
 if durable is not None:
     inc = durable.step(inc)
 
+    @durable.workflow(name="bench.loop")
+    def loop(ctx: Any, steps: int) -> int:
+        """The workflow equivalent of a chain of ``steps`` no-op tasks (the growth table)."""
+        value = 0
+        for _ in range(steps):
+            value = ctx.run(inc, value)
+        return value
+
 
 @app.task(name="bench.snapshot", ignore_result=True)
 def snapshot(name: str) -> None:
@@ -93,9 +105,9 @@ def snapshot(name: str) -> None:
 
 @signals.worker_ready.connect(weak=False)
 def _on_ready(**_: Any) -> None:
-    _write_json(STATS_DIR / "ready", stats())
+    _write_json(STATS_DIR / f"ready-{os.getpid()}", stats())
 
 
 @signals.worker_shutdown.connect(weak=False)
 def _on_shutdown(**_: Any) -> None:
-    _write_json(STATS_DIR / "shutdown.json", stats())
+    _write_json(STATS_DIR / f"shutdown-{os.getpid()}.json", stats())

@@ -24,6 +24,7 @@ from benchmarks.common import (
 class InlineResult:
     system: str
     engine: str
+    sync: str = ""
     workflows: int = 0
     steps: int = 0
     wall: float = 0.0
@@ -66,14 +67,14 @@ def inline_durable(args: argparse.Namespace, workdir: Path, deadline: float) -> 
 
     from durable_tasks import Durable
 
-    result = InlineResult("durable-tasks", args.engine)
+    result = InlineResult("durable-tasks", args.engine, args.sync if args.engine == "sqlite" else "")
     if args.engine == "postgresql":
         pg_execute(args.pg, f'DROP SCHEMA IF EXISTS "{args.schema}" CASCADE')
         store, schema = args.pg, args.schema
     else:
         store, schema = f"sqlite:///{workdir / 'durable.sqlite3'}", None
     app = Celery("bench-inline", broker=f"{args.redis}/{args.broker_db}")
-    durable = Durable(app, store=store, schema=schema, worker_services=False)
+    durable = Durable(app, store=store, schema=schema, worker_services=False, sqlite_synchronous=args.sync)
     try:
         durable.upgrade_database()
 
@@ -105,7 +106,7 @@ def inline_dbos(args: argparse.Namespace, workdir: Path, deadline: float) -> Inl
     from dbos import DBOS
     from sqlalchemy import Engine, event
 
-    result = InlineResult("DBOS", args.engine)
+    result = InlineResult("DBOS", args.engine, "full" if args.engine == "sqlite" else "")
     commits = 0
 
     def count_commit(_conn: Any) -> None:

@@ -76,7 +76,7 @@ class Durable:
         self.timers: TimerBackend = self._timer_backend(publisher)
         self.operations = Operations(self.runtime.store, self.runtime.unit_of_work)
         self.events = EventSender(self.runtime.store, self.runtime.unit_of_work, settings)
-        self.runtime.registry.add(WorkflowDefinition(run_chain, CHAIN_WORKFLOW, None))
+        self.runtime.registry.add(WorkflowDefinition(run_chain, CHAIN_WORKFLOW, None, keeps_input=True))
         self.runtime.registry.add(WorkflowDefinition(run_task, TASK_WORKFLOW, None))
         self.schedule_book = ScheduleBook()
         self.schedule_operations = ScheduleOperations(self.runtime.store, self.runtime.unit_of_work)

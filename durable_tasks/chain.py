@@ -9,6 +9,7 @@ built-in workflow :data:`CHAIN_WORKFLOW`, whose input is the encoded signatures.
 
 from __future__ import annotations
 
+from itertools import islice
 from typing import Any
 
 from sqlalchemy import Connection
@@ -19,7 +20,9 @@ from .handle import RunHandle
 from .joining import OnCommit
 from .operations import Operations
 from .runtime import Runtime
+from .serialization import loads
 from .starting import start_run
+from .vocabulary import StepStatus
 from .workflow import WorkflowContext
 
 __all__ = ["CHAIN_WORKFLOW", "ChainSleep", "DurableChain", "run_chain"]
@@ -77,7 +80,10 @@ def run_chain(ctx: WorkflowContext, elements: list[dict[str, Any]], args: list[A
     passed: list[Any] = list(args or ())  # the first signature's partial arguments, then the previous result
     extra = dict(kwargs or {})
     produced = False
-    for element in elements:
+    start, previous = _resume(ctx, elements)
+    if previous is not None:
+        passed, extra, produced = [_result_of(ctx, elements, previous)], {}, True
+    for element in islice(elements, start, None):
         if element["type"] == "sleep":
             ctx.sleep("sleep", element["seconds"])
             continue
@@ -88,3 +94,58 @@ def run_chain(ctx: WorkflowContext, elements: list[dict[str, Any]], args: list[A
             result = ctx.run(signature_of(element), *passed, **extra)
         passed, extra, produced = [result], {}, True
     return passed[0] if produced else None
+
+
+class _Layout:
+    """Where each element of a chain sits in the journal: its first position and its steps' names."""
+
+    __slots__ = ("counts", "done", "firsts", "names")
+
+    def __init__(self, elements: list[dict[str, Any]]) -> None:
+        self.firsts: list[int] = []
+        self.names: list[list[str]] = []
+        position = 0
+        for element in elements:
+            tasks = element["tasks"] if element["type"] == "group" else [element]
+            names = ["sleep" if task["type"] == "sleep" else task["options"].get("step_key") or task["task"]
+                     for task in tasks]
+            self.firsts.append(position)
+            self.names.append(names)
+            position += len(names)
+        self.done = 0  # elements known to be finished, and the step names' call counts before the next one
+        self.counts: dict[str, int] = {}
+
+
+def _resume(ctx: WorkflowContext, elements: list[dict[str, Any]]) -> tuple[int, int | None]:
+    """Skip the elements whose steps all succeeded: (the first one to replay, the last one that produced a
+    result before it, or None).
+
+    The layout is kept with the run's journal (``ctx._memo``), which a coordinator reads again in full, with a
+    fresh memo, whenever a finished step may have changed; so the elements found done stay done.
+    """
+    layout = ctx._memo.get("chain")
+    if layout is None:
+        layout = ctx._memo["chain"] = _Layout(elements)
+    while layout.done < len(elements):
+        first, names = layout.firsts[layout.done], layout.names[layout.done]
+        rows = [ctx._journaled(position) for position in range(first, first + len(names))]
+        if not all(row is not None and row.status == StepStatus.SUCCEEDED for row in rows):
+            break
+        for name in names:
+            layout.counts[name] = layout.counts.get(name, 0) + 1
+        layout.done += 1
+    if layout.done == 0:
+        return 0, None
+    ctx._seek(layout.firsts[layout.done] if layout.done < len(elements) else sum(map(len, layout.names)),
+              layout.counts)
+    previous = next((index for index in range(layout.done - 1, -1, -1) if elements[index]["type"] != "sleep"), None)
+    return layout.done, previous
+
+
+def _result_of(ctx: WorkflowContext, elements: list[dict[str, Any]], index: int) -> Any:
+    """The result a finished element passes on: its task's, or the list of its group's."""
+    layout: _Layout = ctx._memo["chain"]
+    first = layout.firsts[index]
+    values = [loads(row.result) for position in range(first, first + len(layout.names[index]))
+              if (row := ctx._journaled(position)) is not None]
+    return values if elements[index]["type"] == "group" else values[0]

@@ -1,10 +1,12 @@
 """The coordinator: replays a run's workflow under the run's lock and journals what it does next.
 
 One advance is one transaction in the common case: lock the run row (``SELECT ... FOR UPDATE`` on
-PostgreSQL; SQLite's write transaction already holds the database lock), load the journal, call the
-workflow, write the steps it starts (each dispatched step row is its message's outbox record), and update
-the run row only if its status changed. Only an inline step splits the advance: its transaction commits
-before the user's function runs, so no lock is held during user code. Before that commit the coordinator
+PostgreSQL; SQLite's write transaction already holds the database lock) and, in the same statement, read
+the journal rows that may have changed since this process last advanced the run (all of them for a run it
+does not keep, see :mod:`durable_tasks.journal`), call the workflow, write the steps it starts (each
+dispatched step row is its message's outbox record), and update the run row only if its status changed.
+Only an inline step splits the advance: its transaction commits before the user's function runs, so no
+lock is held during user code. Before that commit the coordinator
 takes the run's *lease* (renewed by its process's heartbeat), which keeps other coordinators out (I4); one
 that finds the lease taken bumps ``wake_seq`` instead, and the holder replays once more before it lets
 go, so no wake-up is lost.
@@ -15,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import event_transitions, outgoing, transitions
@@ -31,7 +33,8 @@ from .errors import (
     UnknownTaskError,
     UnknownWorkflowError,
 )
-from .messages import step_request
+from .journal import Journal
+from .messages import OwnMessage, step_request
 from .outbox import UnitOfWork
 from .outgoing import OutgoingBuffer
 from .records import EventWait, LockedRun, StepRow, WrittenStep
@@ -67,8 +70,33 @@ def advance(runtime: Runtime, run_id: str, *, uow: UnitOfWork | None = None, con
         _advance(runtime, own, run_id, owner, consume)
 
 
-def _advance(runtime: Runtime, uow: UnitOfWork, run_id: str, owner: str, consume: int | None) -> None:
-    run = queries.lock_run(uow.conn, run_id)
+def finish_and_advance(runtime: Runtime, uow: UnitOfWork, step: StepRow, attempt: int, result: str, *,
+                       started_at: float, messages: Sequence[tuple[OwnMessage, str]] = ()) -> bool:
+    """Journal a task step's result (with the messages its body sent) and advance its run in the caller's
+    transaction; False for a duplicate.
+
+    The run is locked first, and the step written and the changed journal rows read with it (one round trip
+    on PostgreSQL). The caller must have called ``runtime.identity.start()`` before opening ``uow``.
+    """
+    owner = runtime.identity.start()
+    cached = runtime.journals.take(step.run_id)  # put back after the commit, so a rollback leaves nothing stale
+    from_position = min(cached.changeable_from(), step.position) if cached is not None else 0
+    finished, run, fresh = transitions.attempt_succeeded_locking_run(
+        uow, step, attempt, result, worker=owner, started_at=started_at, from_position=from_position,
+        messages=messages)
+    if finished:
+        _advance(runtime, uow, step.run_id, owner, None, locked=(cached, from_position, run, fresh))
+    return finished
+
+
+def _advance(runtime: Runtime, uow: UnitOfWork, run_id: str, owner: str, consume: int | None,
+             locked: tuple[Journal | None, int, LockedRun | None, dict[int, StepRow]] | None = None) -> None:
+    if locked is None:
+        cached = runtime.journals.take(run_id)  # put back after the commit, so a rollback leaves nothing stale
+        from_position = cached.changeable_from() if cached is not None else 0
+        run, fresh = queries.lock_run_with_steps(uow.conn, run_id, from_position)
+    else:  # the caller locked the run and read its steps
+        cached, from_position, run, fresh = locked
     payload = queries.consume_outbox(uow.conn, consume) if consume is not None else {}
     if payload.get("announce") and run is not None:  # an operator's change
         transitions.announce_run(uow, run, payload["announce"])
@@ -91,20 +119,32 @@ def _advance(runtime: Runtime, uow: UnitOfWork, run_id: str, owner: str, consume
             "advance will be retried.", run_id, run.workflow, owner, run.status,
         )
         return
+    if cached is None or cached.wake_seq != run.wake_seq:  # not kept here, or an operator restarted a step
+        journal = Journal(run.wake_seq)
+        journal.merge(fresh if from_position == 0 else queries.load_steps_from(uow.conn, run_id, 0), 0)
+    else:
+        journal = cached
+        journal.merge(fresh, from_position)
     lease = Lease(runtime, run_id, owner)
     try:
         while True:
-            outcome = Replay(runtime, uow, run, workflow, lease).execute()
+            outcome = Replay(runtime, uow, run, workflow, lease, journal).execute()
             if not lease.taken:  # one transaction, under the row lock: nobody could wake the run meanwhile
                 transitions.settle_run(uow, run, outcome)
+                _keep(runtime, uow, run_id, journal, outcome)
                 return
             if transitions.settle_run(uow, run, outcome, lease_owner=owner, wake_seq=lease.wake_seq):
+                _keep(runtime, uow, run_id, journal, outcome)
                 return
             current = queries.get_run(uow.conn, run_id)
             if current is None or current.lease_owner != owner:
                 logger.warning("Run %s: lease lost during its advance; another coordinator took over.", run_id)
                 return
-            lease.wake_seq = current.wake_seq  # woken while we replayed: replay once more
+            lease.wake_seq = current.wake_seq  # woken while we replayed: replay once more, on what changed
+            if current.wake_seq != journal.wake_seq:
+                journal = Journal(current.wake_seq)
+            from_position = journal.changeable_from()
+            journal.merge(queries.load_steps_from(uow.conn, run_id, from_position), from_position)
     finally:
         lease.drop()
 
@@ -118,6 +158,12 @@ def _cancelled_parent(uow: UnitOfWork, run: LockedRun) -> dict[str, Any] | None:
     if parent is None or parent.status != RunStatus.CANCELLED:
         return None
     return cancel_request(parent.id, loads(parent.error) or {})
+
+
+def _keep(runtime: Runtime, uow: UnitOfWork, run_id: str, journal: Journal, outcome: RunOutcome) -> None:
+    """Keep the run's journal for its next advance here, once this commit is through (unless it finished)."""
+    if not outcome.finished:
+        uow.after_commit(lambda: runtime.journals.keep(run_id, journal))
 
 
 class Lease:
@@ -147,12 +193,13 @@ class Replay:
     """One call of the workflow function against the journal; the :class:`JournalWriter` for its ``ctx``."""
 
     def __init__(self, runtime: Runtime, uow: UnitOfWork, run: LockedRun, workflow: WorkflowDefinition,
-                 lease: Lease) -> None:
+                 lease: Lease, journal: Journal) -> None:
         self.runtime = runtime
         self.uow = uow
         self.lease = lease
         self.run = run
         self.workflow = workflow
+        self.journal = journal
         self.trace: str | None = None
         self.max_sleep = runtime.settings.max_sleep
         self.tick = None if run.schedule is None or run.scheduled_for is None else \
@@ -164,9 +211,14 @@ class Replay:
     def execute(self) -> RunOutcome:
         """Call the workflow; return what it decided for the run (status, result or error)."""
         run = self.run
-        journal = queries.load_journal(self.uow.conn, run.id)
-        ctx = WorkflowContext(run.id, run.workflow, journal, self, tick=self.tick)
-        call = loads(run.input)
+        memo = self.journal.memo
+        ctx = WorkflowContext(run.id, run.workflow, self.journal.rows, self, tick=self.tick, memo=memo)
+        if self.workflow.keeps_input:  # decoded once per run: its function never changes its arguments
+            call = memo.get("input")
+            if call is None:
+                call = memo["input"] = loads(run.input)
+        else:
+            call = loads(run.input)
         self.trace = call.get(TRACE_KEY)
         try:
             value = self.workflow.fn(ctx, *call.get("args", ()), **call.get("kwargs", {}))
@@ -208,8 +260,13 @@ class Replay:
                          max_bytes=self.runtime.settings.max_payload_bytes)
         except (PayloadError, ConfigurationError, UnknownTaskError) as exc:
             error = error_record(exc, step_key=step_key, with_traceback=False)
-            return transitions.refuse_task(self.uow, run_id, position, step_key, name, error)
-        return transitions.dispatch_task(self.uow, run_id, position, step_key, name, request, text)
+            return self._record(transitions.refuse_task(self.uow, run_id, position, step_key, name, error))
+        return self._record(transitions.dispatch_task(self.uow, run_id, position, step_key, name, request, text))
+
+    def _record(self, row: StepRow) -> StepRow:
+        """A row this replay wrote: what the journal holds now (kept after the commit)."""
+        self.journal.record(row)
+        return row
 
     def _task_policy(self, name: str, step_key: str) -> RetryPolicy:
         _, definition = self.runtime.step_task(name, step_key=step_key, run_id=self.run.id)
@@ -226,10 +283,10 @@ class Replay:
         if row is not None and row.status == StepStatus.RUNNING:
             # An attempt died with its process (this coordinator now holds the lease): journal it as lost.
             if transitions.attempt_lost(self.uow, row, self.runtime.settings.max_lost_attempts):
-                return queries.get_step(self.uow.conn, run_id, position) or row
+                return self._record(queries.get_step(self.uow.conn, run_id, position) or row)
             attempt += 1
-        step = transitions.start_inline(self.uow, run_id, position, step_key, name, attempt, worker,
-                                        exists=row is not None)
+        step = self._record(transitions.start_inline(self.uow, run_id, position, step_key, name, attempt, worker,
+                                                     exists=row is not None))
         outbox = OutgoingBuffer(run_id, step_key, max_bytes=self.runtime.settings.max_payload_bytes,
                                 topics=self.runtime.topics)
         self.lease.take(self.uow)
@@ -253,25 +310,26 @@ class Replay:
         if failure is None:
             transitions.attempt_succeeded(self.uow, step, attempt, text, worker=worker, started_at=started,
                                           messages=outbox.messages)
-            return WrittenStep(run_id, position, step_key, StepKind.INLINE, name, StepStatus.SUCCEEDED, attempt,
-                               result=text)
+            return self._record(WrittenStep(run_id, position, step_key, StepKind.INLINE, name, StepStatus.SUCCEEDED,
+                                            attempt, result=text))
         transitions.attempt_failed(self.uow, step, attempt, failure, policy=policy, worker=worker, started_at=started)
-        return queries.get_step(self.uow.conn, run_id, position) or step
+        return self._record(queries.get_step(self.uow.conn, run_id, position) or step)
 
     def start_sleep(self, position: int, step_key: str, until: float) -> StepRow:
-        return transitions.start_sleep(self.uow, self.run.id, position, step_key, until)
+        return self._record(transitions.start_sleep(self.uow, self.run.id, position, step_key, until))
 
     def start_wait(self, position: int, step_key: str, wait: EventWait, row: StepRow | None) -> StepRow:
-        return event_transitions.start_wait(self.uow, self.run.id, position, step_key, wait, exists=row is not None)
+        return self._record(event_transitions.start_wait(self.uow, self.run.id, position, step_key, wait,
+                                                         exists=row is not None))
 
     def record_marker(self, position: int, step_key: str) -> StepRow:
-        return transitions.record_marker(self.uow, self.run.id, position, step_key)
+        return self._record(transitions.record_marker(self.uow, self.run.id, position, step_key))
 
     def send_task(self, position: int, step_key: str, name: str, call: dict[str, Any]) -> StepRow:
         message, payload = outgoing.task_message(self.run.id, f"{self.run.id}:{step_key}", name, call["args"],
                                                  call["kwargs"], call["options"],
                                                  max_bytes=self.runtime.settings.max_payload_bytes)
-        return transitions.record_message(self.uow, self.run.id, position, step_key, message, payload)
+        return self._record(transitions.record_message(self.uow, self.run.id, position, step_key, message, payload))
 
     def publish(self, position: int, step_key: str, topic: str, value: Any, key: str | bytes | None) -> StepRow:
         if self.runtime.topics() is None:
@@ -279,7 +337,7 @@ class Replay:
                                      f"{self.run.workflow!r} needs Kafka: {outgoing.KAFKA_HINT}.")
         message, payload = outgoing.topic_message(self.run.id, f"{self.run.id}:{step_key}", topic, value, key,
                                                   max_bytes=self.runtime.settings.max_payload_bytes)
-        return transitions.record_message(self.uow, self.run.id, position, step_key, message, payload)
+        return self._record(transitions.record_message(self.uow, self.run.id, position, step_key, message, payload))
 
     def start_child(self, position: int, step_key: str, workflow: str, args: tuple[Any, ...],
                     kwargs: dict[str, Any], row: StepRow | None) -> StepRow:
@@ -294,10 +352,12 @@ class Replay:
             if row is not None:
                 raise  # a retried child whose workflow vanished: the run is parked with the error
             error = error_record(exc, step_key=step_key, with_traceback=False)
-            return transitions.refuse_task(self.uow, run_id, position, step_key, workflow, error, kind=StepKind.CHILD)
+            return self._record(transitions.refuse_task(self.uow, run_id, position, step_key, workflow, error,
+                                                        kind=StepKind.CHILD))
         # The step's retry policy (the parent workflow's) travels in its request: a child may finish in a worker
         # that does not import the parent.
         request = json.dumps({"workflow": definition.name, "retry": (self.workflow.retry or NO_RETRY).to_json()})
-        return transitions.start_child(self.uow, run_id, position, step_key, definition.name,
-                                       fingerprint=definition.fingerprint, input=text, request=request,
-                                       attempt=row.attempt if row is not None else 1, exists=row is not None)
+        return self._record(transitions.start_child(self.uow, run_id, position, step_key, definition.name,
+                                                    fingerprint=definition.fingerprint, input=text, request=request,
+                                                    attempt=row.attempt if row is not None else 1,
+                                                    exists=row is not None))

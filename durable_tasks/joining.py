@@ -70,7 +70,7 @@ class JoinedUnitOfWork(UnitOfWork):
         if self._nested is not None:
             self._nested.commit()
         self._leave()
-        self.on_commit(self.after_commit)
+        self.on_commit(self.committed)
 
     def rollback(self, exc: BaseException) -> None:
         if self._nested is not None:

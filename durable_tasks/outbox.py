@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import replace
 from types import TracebackType
@@ -81,6 +81,7 @@ class UnitOfWork:
         self._pending: list[Message] = []
         self._own: list[OwnMessage] = []
         self._noted: list[Transition] = []
+        self._after_commit: list[Callable[[], None]] = []
 
     @property
     def conn(self) -> Connection:
@@ -98,10 +99,10 @@ class UnitOfWork:
         transaction, self._transaction, self._conn = self._transaction, None, None
         if transaction is not None:
             transaction.__exit__(None, None, None)
-        self.after_commit()
+        self.committed()
 
-    def after_commit(self) -> None:
-        """Publish what the committed transaction wrote, and report its transitions."""
+    def committed(self) -> None:
+        """Publish what the committed transaction wrote, report its transitions and run its callbacks."""
         pending, self._pending = self._pending, []
         for message in pending:
             publish_safely(self.publisher, message)
@@ -111,12 +112,16 @@ class UnitOfWork:
         noted, self._noted = self._noted, []
         if noted and self.observers:
             notify(self.observers, noted)
+        callbacks, self._after_commit = self._after_commit, []
+        for callback in callbacks:
+            callback()
 
     def rollback(self, exc: BaseException) -> None:
         transaction, self._transaction, self._conn = self._transaction, None, None
         self._pending = []
         self._own = []
         self._noted = []
+        self._after_commit = []
         if transaction is not None:
             transaction.__exit__(type(exc), exc, exc.__traceback__)
 
@@ -158,6 +163,10 @@ class UnitOfWork:
         returns the queue it goes to, for that record."""
         self._pending.append(message)
         return self.publisher.queue_of(message)
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once this transaction commits (never if it rolls back): caches of committed state."""
+        self._after_commit.append(callback)
 
     def note(self, transition: Transition) -> None:
         """Report ``transition`` to the observers once this transaction commits."""

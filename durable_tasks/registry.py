@@ -24,12 +24,19 @@ def code_fingerprint(fn: Callable[..., Any]) -> str:
 
 class WorkflowDefinition:
     """A workflow as the engine sees it: ``fn(ctx, *args, **kwargs)``, its name, default retry policy and
-    a fingerprint of its code (recorded with each run)."""
+    a fingerprint of its code (recorded with each run).
 
-    def __init__(self, fn: Callable[..., Any], name: str, retry: RetryPolicy | None) -> None:
+    ``keeps_input``: the function never changes its arguments, so the coordinator decodes a run's input once
+    and hands the same objects to every replay in this process (the built-in chain workflow; a user's
+    workflow gets fresh arguments at every replay).
+    """
+
+    def __init__(self, fn: Callable[..., Any], name: str, retry: RetryPolicy | None, *,
+                 keeps_input: bool = False) -> None:
         self.fn = fn
         self.name = name
         self.retry = retry
+        self.keeps_input = keeps_input
         self.fingerprint = code_fingerprint(fn)
 
     def __repr__(self) -> str:

@@ -78,6 +78,8 @@ class RunEvents:
         self._seen: OrderedDict[str, None] = OrderedDict()
 
     def on_committed(self, transitions: Sequence[Transition]) -> None:
+        if not getattr(self.sink, "active", True):
+            return  # not a worker, or one without -E: every step's commit would build events for nothing
         events = events_for(transitions, self._seen)
         for transition in transitions:
             if transition.subject == "run":

@@ -15,6 +15,7 @@ from celery import Celery
 from .config import Settings
 from .errors import ConfigurationError, UnknownTaskError
 from .heartbeat import ProcessIdentity
+from .journal import JournalCache
 from .observe import Observer
 from .outbox import Publisher, UnitOfWork
 from .outgoing import LazyTopics
@@ -26,7 +27,8 @@ from .vocabulary import RunStatus
 
 
 class Runtime:
-    """Settings, store, identity, registry, publisher, observers and tracing of one ``Durable`` instance."""
+    """Settings, store, identity, registry, publisher, observers, tracing and the journal cache of one
+    ``Durable`` instance."""
 
     def __init__(self, app: Celery, settings: Settings, publisher: Publisher) -> None:
         self.app = app
@@ -43,6 +45,7 @@ class Runtime:
         self.tracing = Tracing()
         self.topics = LazyTopics(settings.kafka_servers, {**settings.kafka_options, **(settings.kafka_producer or {})})
         """The Kafka producer of the user's records (``ctx.publish``), created on first use."""
+        self.journals = JournalCache()
 
     def unit_of_work(self, *, autocommit: bool = False) -> UnitOfWork:
         """A write transaction whose messages are published, and transitions observed, after commit."""

@@ -136,12 +136,10 @@ def _duplicate(existing: StepRow | bool, message: StepMessage) -> Any:
 def _record_success(runtime: Runtime, message: StepMessage, text: str, started: float,
                     sent: list[tuple[OwnMessage, str]]) -> None:
     with runtime.unit_of_work() as uow:
-        if not transitions.attempt_succeeded(uow, _address(message), message.attempt, text,
-                                             worker=runtime.identity.worker_id, started_at=started, messages=sent):
+        if not coordinator.finish_and_advance(runtime, uow, _address(message), message.attempt, text,
+                                              started_at=started, messages=sent):
             logger.info("Step %r of run %s was journaled by another delivery; this result is dropped.",
                         message.step_key, message.run_id)
-            return
-        coordinator.advance(runtime, message.run_id, uow=uow)
 
 
 def _address(message: StepMessage) -> StepRow:

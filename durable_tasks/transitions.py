@@ -2,14 +2,18 @@
 
 Each function runs inside a :class:`~durable_tasks.outbox.UnitOfWork` transaction, so a change and the
 messages it causes commit together (I2), and notes a :class:`~durable_tasks.observe.Transition` that the
-observers (events, metrics, traces) receive after the commit. The coordinator, the step wrapper, the
+observers (events, metrics, traces) receive after the commit. A transition that changes a step which had
+already succeeded or failed must bump the run's ``wake_seq`` (``queries.wake``), as :func:`restart_step`
+does: coordinators keep journals between advances and re-read only unfinished and newer steps
+(:mod:`durable_tasks.journal`). The coordinator, the step wrapper, the
 timers, the sweeper and the operators call these functions and never write run or step rows themselves
 (a test checks it).
 
 Runs: :func:`create_run`, :func:`settle_run`, :func:`reopen_run`, :func:`cancel_run`, :func:`fork_run`.
 Steps: :func:`dispatch_task`, :func:`refuse_task`, :func:`claim_task`, :func:`start_inline`,
-:func:`attempt_succeeded`, :func:`attempt_failed`, :func:`attempt_lost`, :func:`next_attempt`,
-:func:`restart_step`, :func:`start_sleep`, :func:`fire_timer`, :func:`record_marker`, :func:`record_message`.
+:func:`attempt_succeeded` (and :func:`attempt_succeeded_locking_run`), :func:`attempt_failed`,
+:func:`attempt_lost`, :func:`next_attempt`, :func:`restart_step`, :func:`start_sleep`, :func:`fire_timer`,
+:func:`record_marker`, :func:`record_message`.
 Child runs: :func:`start_child`; a finishing child settles its parent's step in :func:`settle_run` and
 :func:`cancel_run`.
 Announcements (nothing written, see :func:`announce_run`): :func:`announce_run`.
@@ -306,12 +310,35 @@ def attempt_succeeded(uow: UnitOfWork, step: StepRow | WrittenStep, attempt: int
     if not queries.finish_step(uow.conn, step.run_id, step.position, status=StepStatus.SUCCEEDED, result=result,
                                finished_at=now):
         return False
+    _succeeded(uow, step, attempt, worker, started_at, now, messages)
+    return True
+
+
+def attempt_succeeded_locking_run(uow: UnitOfWork, step: StepRow | WrittenStep, attempt: int, result: str, *,
+                                  worker: str, started_at: float, from_position: int,
+                                  messages: Sequence[tuple[OwnMessage, str]] = ()
+                                  ) -> tuple[bool, LockedRun | None, dict[int, StepRow]]:
+    """:func:`attempt_succeeded` for a task step whose run is advanced next in the same transaction: locks the
+    run first and reads its steps at ``from_position`` and after (one round trip on PostgreSQL).
+
+    Returns (journaled, the locked run or None, the steps read).
+    """
+    now = time.time()
+    finished, run, found = queries.finish_step_locking_run(
+        uow.conn, step.run_id, step.position, status=StepStatus.SUCCEEDED, result=result, finished_at=now,
+        from_position=from_position)
+    if finished:
+        _succeeded(uow, step, attempt, worker, started_at, now, messages)
+    return finished, run, found
+
+
+def _succeeded(uow: UnitOfWork, step: StepRow | WrittenStep, attempt: int, worker: str | None, started_at: float,
+               now: float, messages: Sequence[tuple[OwnMessage, str]]) -> None:
     for message, payload in messages:
         uow.send_message(message, payload)
     if attempt > 1:
         _record_attempt(uow, step, attempt, AttemptStatus.SUCCEEDED, worker=worker, started_at=started_at)
     _note_step(uow, step, StepStatus.SUCCEEDED, attempt, worker=worker, duration=now - started_at)
-    return True
 
 
 def attempt_failed(uow: UnitOfWork, step: StepRow | WrittenStep, attempt: int, exc: BaseException, *,
@@ -390,7 +417,12 @@ def next_attempt(uow: UnitOfWork, step: StepRow, **detail: Any) -> None:
 
 
 def restart_step(uow: UnitOfWork, step: StepRow) -> None:
-    """An operator runs a failed (or retrying) step again now, with a fresh retry budget."""
+    """An operator runs a failed (or retrying) step again now, with a fresh retry budget.
+
+    The only transition that changes a step after it succeeded or failed, so it bumps the run's ``wake_seq``:
+    coordinators read the journal of such a run again in full (see :mod:`durable_tasks.journal`).
+    """
+    queries.wake(uow.conn, step.run_id)
     if step.kind in (StepKind.TASK, StepKind.CHILD) and not step.request:
         # It failed before it started (unknown task or workflow, bad arguments): the replay starts it afresh.
         queries.delete_step(uow.conn, step.run_id, step.position)

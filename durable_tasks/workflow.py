@@ -8,7 +8,7 @@ journal ends there the step is started and, if its result is needed, the call su
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -57,15 +57,21 @@ class JournalWriter(Protocol):
                     kwargs: dict[str, Any], row: StepRow | None) -> StepRow: ...
 
 
+# Decoded results of these types can be handed to every replay: nothing can change them in place.
+_SHARED_RESULT_TYPES = (int, float, str, bool, type(None))
+_UNKNOWN = object()
+
+
 class StepFuture:
     """A step started with :meth:`WorkflowContext.run_async` or :meth:`WorkflowContext.start_child`; pass it to
     :meth:`WorkflowContext.gather`."""
 
-    __slots__ = ("_row", "step_key")
+    __slots__ = ("_row", "_values", "step_key")
 
-    def __init__(self, step_key: str, row: StepRow) -> None:
+    def __init__(self, step_key: str, row: StepRow, values: dict[int, Any] | None = None) -> None:
         self.step_key = step_key
         self._row = row
+        self._values = values
 
     def done(self) -> bool:
         return self._row.status in (StepStatus.SUCCEEDED, StepStatus.FAILED)
@@ -73,7 +79,16 @@ class StepFuture:
     def result(self) -> Any:
         """The step's result; suspends the run when it has none yet, raises when the step failed."""
         if self._row.status == StepStatus.SUCCEEDED:
-            return loads(self._row.result)
+            values = self._values
+            if values is None:
+                return loads(self._row.result)
+            # A succeeded step's result changes only with a restart, which starts a fresh journal (and memo).
+            value = values.get(self._row.position, _UNKNOWN)
+            if value is _UNKNOWN:
+                value = loads(self._row.result)
+                if isinstance(value, _SHARED_RESULT_TYPES):
+                    values[self._row.position] = value
+            return value
         if self._row.status == StepStatus.FAILED:
             error = loads(self._row.error) or {}
             raise StepFailedError(
@@ -89,7 +104,7 @@ class WorkflowContext:
     """The ``ctx`` a workflow receives: its only door to steps, timers and the run's identity."""
 
     def __init__(self, run_id: str, workflow: str, journal: Mapping[int, StepRow], writer: JournalWriter, *,
-                 tick: Tick | None = None) -> None:
+                 tick: Tick | None = None, memo: dict[str, Any] | None = None) -> None:
         self.run_id = run_id
         self.workflow = workflow
         self.tick = tick
@@ -98,6 +113,10 @@ class WorkflowContext:
         self._writer = writer
         self._position = 0
         self._counts: dict[str, int] = {}
+        # What a replay derives from the journal and the run's input, kept with the journal between advances:
+        # decoded scalar results (by position), a chain's layout.
+        self._memo: dict[str, Any] = {} if memo is None else memo
+        self._values: dict[int, Any] = self._memo.setdefault("values", {})
 
     # --- keys and replay ----------------------------------------------------------------------------
 
@@ -124,6 +143,17 @@ class WorkflowContext:
             )
         return position, key, row
 
+    def _journaled(self, position: int) -> StepRow | None:
+        """The journal's row at ``position`` (for built-in workflows that know their journal's layout)."""
+        return self._journal.get(position)
+
+    def _seek(self, position: int, counts: Mapping[str, int]) -> None:
+        """Go on at ``position`` as if the calls before it had been replayed, with ``counts`` as their step names'
+        call counts: a built-in workflow that knows its journal's layout (a durable chain) skips replaying
+        what it has done, so an advance costs the same at step 1,000 as at step 10."""
+        self._position = position
+        self._counts = dict(counts)
+
     # --- steps ---------------------------------------------------------------------------------------
 
     def run(self, task: Task | Signature | str, *args: Any, **kwargs: Any) -> Any:
@@ -139,13 +169,19 @@ class WorkflowContext:
 
     def run_async(self, task: Task | Signature | str, *args: Any, **kwargs: Any) -> StepFuture:
         """Start a Celery task step without waiting for it (fan-out); collect it with :meth:`gather`."""
-        name, call_args, call_kwargs, options = task_request(task, args, kwargs)
-        step_name = options.pop("step_key", None) or name
+        call_args: Sequence[Any]
+        call_kwargs: Mapping[str, Any]
+        if isinstance(task, Signature | str):
+            name, call_args, call_kwargs, options = task_request(task, args, kwargs)
+            step_name = options.pop("step_key", None) or name
+        else:  # a task: the common case, replayed once per journaled call, so no copies until it is new
+            name = step_name = task_request(task, (), {})[0]
+            call_args, call_kwargs, options = args, kwargs, {}
         position, key, row = self._replayed(StepKind.TASK, step_name)
         if row is None:
-            call = {"args": call_args, "kwargs": call_kwargs, "options": options}
+            call = {"args": list(call_args), "kwargs": dict(call_kwargs), "options": options}
             row = self._writer.dispatch_task(position, key, name, call)
-        return StepFuture(key, row)
+        return StepFuture(key, row, self._values)
 
     def gather(self, *futures: StepFuture) -> list[Any]:
         """Wait for every future and return their results in order (fan-in).
@@ -200,7 +236,7 @@ class WorkflowContext:
         # New, retried, or lost with a crash:
         if row is None or row.status in (StepStatus.DISPATCHED, StepStatus.RUNNING):
             row = self._writer.run_inline(position, key, fn, args, kwargs, row)
-        return StepFuture(key, row).result()
+        return StepFuture(key, row, self._values).result()
 
     def sleep(self, name: str, duration: float | str | timedelta, /) -> None:
         """Sleep durably: the run is parked on a timer and resumes after ``duration``, across restarts.

@@ -7,9 +7,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Connection, Engine, event
+from sqlalchemy.engine import make_url
 
 from . import migrate
-from .engine import READ_ONLY_OPTION, make_engine, redact, translate_connect_errors
+from .engine import READ_ONLY_OPTION, make_engine, redact, sqlite_file, translate_connect_errors
 
 
 class Store:
@@ -89,27 +90,41 @@ class Store:
 
     @contextmanager
     def autocommit(self) -> Iterator[Connection]:
-        """Writes that recovery does not depend on (a step's claim, a heartbeat), each statement on its own.
+        """Writes that recovery does not depend on (a step's claim, a heartbeat): they commit without waiting
+        for the disk.
 
         On PostgreSQL every statement commits by itself (autocommit, one round trip) without waiting for
         the disk (``synchronous_commit=off``): a database crash may lose such a write, never corrupt
-        anything, and a lost claim only makes the relay send the step again. On SQLite it is a transaction.
+        anything, and a lost claim only makes the relay send the step again. On SQLite it is a transaction
+        on a connection with ``synchronous=NORMAL``: in WAL mode its commit is not synced, and the next
+        commit made with ``FULL`` syncs it along with its own (the WAL is one file, written in order).
         """
-        if self.dialect != "postgresql":
-            with self.begin() as conn:
-                yield conn
-            return
         self.ensure_ready()
         if self._autocommit_engine is None:
             with self._engine_lock:
                 if self._autocommit_engine is None:
-                    self._autocommit_engine = make_engine(
-                        self.url, schema=self.schema, isolation_level="AUTOCOMMIT",
-                        connect_args={"options": "-c synchronous_commit=off"}, pool_size=2)
-        with translate_connect_errors(self.url), self._autocommit_engine.connect() as conn:
-            yield conn
+                    self._autocommit_engine = self._make_autocommit_engine()
+        if self._autocommit_engine is self._engine:  # an in-memory SQLite store: one database, one engine
+            with self.begin() as conn:
+                yield conn
+            return
+        if self.dialect != "postgresql":
+            with translate_connect_errors(self.url), self._autocommit_engine.begin() as conn:
+                yield conn
+        else:
+            with translate_connect_errors(self.url), self._autocommit_engine.connect() as conn:
+                yield conn
         self.commits += 1
         self.autocommit_commits += 1
+
+    def _make_autocommit_engine(self) -> Engine:
+        if self.dialect != "postgresql":
+            if sqlite_file(make_url(self.url)) is None:  # a second engine would open another database
+                return self.engine
+            return make_engine(self.url, schema=self.schema, create=self._creates, sqlite_synchronous="normal",
+                               pool_size=2)
+        return make_engine(self.url, schema=self.schema, isolation_level="AUTOCOMMIT",
+                           connect_args={"options": "-c synchronous_commit=off"}, pool_size=2)
 
     @contextmanager
     def read(self) -> Iterator[Connection]:

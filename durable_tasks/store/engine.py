@@ -82,7 +82,7 @@ def _install_sqlite_behaviour(engine: Engine, synchronous: str, existing_file: P
         conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
-def _sqlite_file(url: URL) -> Path | None:
+def sqlite_file(url: URL) -> Path | None:
     """The database file of a SQLite URL, resolved; None for in-memory and ``file:`` URI databases."""
     database = url.database or ""
     if not database or database == ":memory:" or database.startswith("file:"):
@@ -153,7 +153,7 @@ def make_engine(url: str, *, schema: str | None = None, echo: bool = False, crea
     if backend == "sqlite":
         if schema:
             raise ConfigurationError("A schema name is only supported on PostgreSQL stores, not on SQLite.")
-        path = _sqlite_file(parsed)
+        path = sqlite_file(parsed)
         if path is not None and create:
             path.parent.mkdir(parents=True, exist_ok=True)
         elif path is not None:

@@ -11,6 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "durable_tasks"
 # transition module calls them, so every change has one call site where events and metrics hook in.
 STATE_WRITES = {
     "insert_run", "update_run", "release_run", "insert_step", "update_step", "claim_step", "finish_step",
+    "finish_step_locking_run",
     "delete_step", "copy_steps", "cancel_pending_steps", "insert_attempt", "fire_timer", "insert_timer",
     "cancel_timers", "mark_handed_off", "insert_wait", "delete_waits", "insert_signal", "consume_signal",
     "delete_expired_signals",
