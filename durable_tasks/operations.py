@@ -16,7 +16,7 @@ from . import transitions
 from .errors import InvalidStateError, RunNotFoundError
 from .outbox import UnitOfWork
 from .records import RunRow, StepRow
-from .store import queries
+from .store import queries, retention_queries
 from .store.database import Store
 from .vocabulary import ACTIVE_RUN_STATUSES, FINISHED_RUN_STATUSES, RunStatus, StepKind, StepStatus
 
@@ -129,15 +129,15 @@ class Operations:
         """The ids of the runs :meth:`prune` would delete (``durable runs prune --dry-run``), oldest first."""
         statuses, cutoff = _prune_filter(older_than, status)
         with self.store.read() as conn:
-            return queries.finished_runs_before(conn, cutoff, statuses, limit)
+            return retention_queries.finished_runs_before(conn, cutoff, statuses, limit)
 
 
 def prune_batch(store: Store, cutoff: float, statuses: Sequence[str], batch: int) -> int:
     """Delete up to ``batch`` runs in ``statuses`` that finished before ``cutoff``, in one transaction."""
     with store.begin() as conn:
-        run_ids = queries.finished_runs_before(conn, cutoff, statuses, batch)
+        run_ids = retention_queries.finished_runs_before(conn, cutoff, statuses, batch)
         if run_ids:
-            queries.delete_runs(conn, run_ids)
+            retention_queries.delete_runs(conn, run_ids)
     return len(run_ids)
 
 

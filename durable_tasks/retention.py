@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from .operations import prune_batch
 from .runtime import Runtime
-from .store import queries
+from .store import retention_queries
 from .vocabulary import FINISHED_RUN_STATUSES
 
 logger = logging.getLogger("durable_tasks.retention")
@@ -41,10 +41,10 @@ def prune_expired(runtime: Runtime) -> RetentionReport:
         report.runs = prune_batch(runtime.store, now - settings.retain_finished_runs, FINISHED_RUN_STATUSES, batch)
     if settings.retain_fired_timers:
         with runtime.store.begin() as conn:
-            report.timers = queries.delete_fired_timers(conn, now - settings.retain_fired_timers, batch)
+            report.timers = retention_queries.delete_fired_timers(conn, now - settings.retain_fired_timers, batch)
     if settings.retain_attempts:
         with runtime.store.begin() as conn:
-            report.attempts = queries.delete_old_attempts(conn, now - settings.retain_attempts, batch)
+            report.attempts = retention_queries.delete_old_attempts(conn, now - settings.retain_attempts, batch)
     if report.runs or report.timers or report.attempts:
         logger.info("Retention deleted %d finished run(s), %d fired timer(s) and %d old attempt(s).",
                     report.runs, report.timers, report.attempts)

@@ -32,14 +32,13 @@ from sqlalchemy import (
 from ..records import AttemptRow, LockedRun, RunRow, StepRow, TimerRow, WrittenStep
 from ..vocabulary import (
     ACTIVE_RUN_STATUSES,
-    PENDING_STEP_STATUSES,
     AttemptStatus,
     OutboxKind,
     StepKind,
     StepStatus,
 )
 from .hot import DriverStatement
-from .schema import attempts, outbox, runs, signals, steps, timers, waits
+from .schema import attempts, outbox, runs, steps, timers
 
 # Hot-path statements, built once: building and hashing a statement costs more than running it here.
 _LOCK_RUN = (
@@ -209,25 +208,6 @@ def children_of(conn: Connection, run_id: str, *, active_only: bool = False) -> 
     if active_only:
         query = query.where(runs.c.status.in_(ACTIVE_RUN_STATUSES))
     return cast("list[RunRow]", list(conn.execute(query)))
-
-
-def finished_runs_before(conn: Connection, cutoff: float, statuses: Sequence[str], limit: int) -> list[str]:
-    return list(
-        conn.execute(
-            select(runs.c.id)
-            .where(runs.c.status.in_(list(statuses)), runs.c.finished_at < cutoff)
-            .order_by(runs.c.finished_at)
-            .limit(limit)
-        ).scalars()
-    )
-
-
-def delete_runs(conn: Connection, run_ids: Sequence[str]) -> None:
-    """Delete runs with everything that belongs to them (no reliance on ON DELETE CASCADE)."""
-    ids = list(run_ids)
-    for table in (attempts, steps, timers, signals, waits, outbox):
-        conn.execute(delete(table).where(table.c.run_id.in_(ids)))
-    conn.execute(delete(runs).where(runs.c.id.in_(ids)))
 
 
 def list_runs(
@@ -544,22 +524,6 @@ def due_timers(conn: Connection, now: float, limit: int) -> list[TimerRow]:
         .with_for_update(skip_locked=True, of=[timers, runs])
     )
     return cast("list[TimerRow]", list(conn.execute(locked)))
-
-
-def delete_fired_timers(conn: Connection, before: float, limit: int) -> int:
-    """Delete up to ``limit`` timers that fired (or were cancelled) before ``before``; returns how many."""
-    expired = select(timers.c.id).where(timers.c.fired_at < before).limit(limit)
-    return conn.execute(delete(timers).where(timers.c.id.in_(expired.scalar_subquery()))).rowcount
-
-
-def delete_old_attempts(conn: Connection, before: float, limit: int) -> int:
-    """Delete up to ``limit`` attempt rows started before ``before`` whose step is no longer pending (a
-    pending step's attempts still count against its retry budget)."""
-    pending = (select(steps.c.run_id)
-               .where(steps.c.run_id == attempts.c.run_id, steps.c.position == attempts.c.position,
-                      steps.c.status.in_(PENDING_STEP_STATUSES)).exists())
-    expired = select(attempts.c.id).where(attempts.c.started_at < before, ~pending).limit(limit)
-    return conn.execute(delete(attempts).where(attempts.c.id.in_(expired.scalar_subquery()))).rowcount
 
 
 def any_due_timer(conn: Connection, now: float) -> bool:
