@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import json
-import time
 import uuid
-from typing import Any
 
 import pytest
 import sqlalchemy
 from celery import Celery
 from click.testing import CliRunner
 
-from durable_tasks import Durable
 from durable_tasks.cli import main
-from durable_tasks.coordinator import advance
 from durable_tasks.store import migrate
 from durable_tasks.store.engine import make_engine
-from tests.support.engine import pump
-from tests.support.publisher import KeptMessages
 from tests.support.stack import POSTGRES_URL, Stack
+from tests.support.upgrade import finish_run_with_a_child, insert_run_before_children
 
 pytestmark = pytest.mark.integration
 
@@ -56,36 +51,14 @@ def test_a_run_started_before_revision_0006_on_postgresql_finishes_after_it_with
     schema = f"dt_children_{uuid.uuid4().hex[:8]}"
     engine = make_engine(POSTGRES_URL, schema=schema)
     migrate.upgrade(engine, schema, revision="0005_schedules")
-    with engine.begin() as conn:  # a run of the previous version, its first advance still queued
+    with engine.begin() as conn:
         conn.exec_driver_sql(f'SET search_path TO "{schema}"')
-        conn.execute(sqlalchemy.text(
-            "INSERT INTO durable_runs (id, workflow, status, input, fingerprint, wake_seq, created_at, updated_at) "
-            "VALUES ('old-run', 'old.parent', 'pending', :input, 'f', 0, :now, :now)"),
-            {"input": json.dumps({"args": [20], "kwargs": {}}), "now": time.time()})
+        insert_run_before_children(conn)
     engine.dispose()
-    app = Celery("upgraded-children-pg", broker="memory://", set_as_current=False)
-    durable = Durable(app, store=POSTGRES_URL, schema=schema, auto_migrate=True)
     try:
-        broker = KeptMessages()
-        durable.runtime.publisher = broker
-
-        @durable.workflow(name="old.child")
-        def child(ctx: Any, n: int) -> int:
-            return n + 1
-
-        @durable.workflow(name="old.parent")
-        def parent(ctx: Any, n: int) -> int:
-            return int(ctx.run_child(child, n)) * 2
-
-        assert durable.run("old-run").info().parent_id is None
-        assert migrate.current_revision(durable.store.engine, schema) == migrate.head_revision(durable.store.engine)
-        advance(durable.runtime, "old-run")
-        pump(durable, broker)
-        assert durable.run("old-run").result(timeout=1) == 42
-        (kid,) = durable.run("old-run").children()
-        assert kid.info().parent_position == 0 and kid.result(timeout=1) == 21
+        finish_run_with_a_child(Celery("upgraded-children-pg", broker="memory://", set_as_current=False),
+                                schema=schema, store=POSTGRES_URL, auto_migrate=True)
     finally:
-        durable.close()
         cleanup = sqlalchemy.create_engine(POSTGRES_URL)
         with cleanup.begin() as conn:
             conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from celery import Celery
 from click.testing import CliRunner
-from sqlalchemy import text
 
 from durable_tasks import Durable, InvalidStateError, RetryPolicy, StepFailedError
 from durable_tasks.children import child_run_id
@@ -24,6 +23,7 @@ from durable_tasks.store.engine import make_engine
 from durable_tasks.testing import run_eagerly
 from tests.support.engine import deliver, pump
 from tests.support.publisher import KeptMessages
+from tests.support.upgrade import finish_run_with_a_child, insert_run_before_children
 
 
 @pytest.fixture
@@ -238,37 +238,11 @@ def test_a_run_started_before_revision_0006_finishes_after_it_with_a_child(tmp_p
     url = f"sqlite:///{tmp_path / 'old.sqlite3'}"
     engine = make_engine(url)
     migrate.upgrade(engine, revision="0005_schedules")
-    now = time.time()
-    with engine.begin() as conn:  # a run of 0.2 whose first advance has not happened yet: its message is queued
-        conn.execute(text(
-            "INSERT INTO durable_runs (id, workflow, status, input, fingerprint, wake_seq, created_at, updated_at) "
-            "VALUES ('old-run', 'old.parent', 'pending', :input, 'f', 0, :now, :now)"),
-            {"input": json.dumps({"args": [20], "kwargs": {}}), "now": now})
+    with engine.begin() as conn:
+        insert_run_before_children(conn)
     engine.dispose()
-
-    app = Celery("upgraded-children", broker="memory://", set_as_current=False)
-    durable = Durable(app, store=url)  # SQLite upgrades itself on first use
-    try:
-        broker = KeptMessages()
-        durable.runtime.publisher = broker
-
-        @durable.workflow(name="old.child")
-        def child(ctx: Any, n: int) -> int:
-            return n + 1
-
-        @durable.workflow(name="old.parent")
-        def parent(ctx: Any, n: int) -> int:
-            return int(ctx.run_child(child, n)) * 2
-
-        assert durable.run("old-run").info().parent_id is None
-        assert migrate.current_revision(durable.store.engine) == migrate.head_revision(durable.store.engine)
-        advance(durable.runtime, "old-run")
-        pump(durable, broker)
-        assert durable.run("old-run").result(timeout=1) == 42
-        (kid,) = durable.run("old-run").children()
-        assert kid.info().parent_id == "old-run" and kid.result(timeout=1) == 21
-    finally:
-        durable.close()
+    # SQLite upgrades itself on first use
+    finish_run_with_a_child(Celery("upgraded-children", broker="memory://", set_as_current=False), store=url)
 
 
 def test_a_child_whose_step_finishes_before_its_cancel_request_arrives_is_cancelled_at_its_advance(
